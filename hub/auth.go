@@ -1,0 +1,170 @@
+package hub
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/presencehub/presencehub/queues"
+)
+
+// Identity is who a verified token says the caller is. It is copied out of
+// the request before a connection starts, so nothing holds on to the request.
+type Identity struct {
+	Workspace string
+	Agent     string
+	Name      string
+	Role      queues.Role
+	Expires   time.Time
+}
+
+// Actor is the identity as the store records it in audit entries.
+func (id Identity) Actor() queues.Actor {
+	return queues.Actor{ID: id.Agent, Name: id.Name, Role: id.Role}
+}
+
+// Claims are the JWT claims a token carries: sub (agent id), name, ws
+// (workspace), role and exp. Any HS256 JWT library can mint them.
+type Claims struct {
+	Name      string `json:"name"`
+	Workspace string `json:"ws"`
+	Role      string `json:"role"`
+	jwt.RegisteredClaims
+}
+
+// Authentication errors, wrapped by Verify; callers use errors.Is.
+var (
+	ErrNoToken  = errors.New("no token")
+	ErrBadToken = errors.New("invalid token")
+	ErrExpired  = errors.New("token expired")
+)
+
+// Limits on what a token may name, so an id never becomes an unbounded key.
+const (
+	maxIDLen   = 128
+	maxNameLen = 128
+)
+
+// Verifier checks HS256 tokens signed with one secret.
+type Verifier struct {
+	secret []byte
+	parser *jwt.Parser
+}
+
+// NewVerifier returns a Verifier for secret, which must be at least 16 bytes.
+func NewVerifier(secret []byte) (*Verifier, error) {
+	if len(secret) < 16 {
+		return nil, fmt.Errorf("token secret: %d bytes, want at least 16", len(secret))
+	}
+	return &Verifier{
+		secret: secret,
+		// Only HS256: "none" and every other algorithm are refused before
+		// the signature is looked at.
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+			jwt.WithExpirationRequired(),
+			jwt.WithLeeway(5*time.Second),
+		),
+	}, nil
+}
+
+// Verify parses and checks a token and returns the identity it carries.
+func (v *Verifier) Verify(token string) (Identity, error) {
+	if token == "" {
+		return Identity{}, ErrNoToken
+	}
+	var c Claims
+	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.secret, nil })
+	if err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			return Identity{}, ErrExpired
+		}
+		return Identity{}, fmt.Errorf("%w: %v", ErrBadToken, err)
+	}
+	id := Identity{Workspace: c.Workspace, Agent: c.Subject, Name: c.Name, Role: queues.Role(c.Role)}
+	if c.ExpiresAt != nil {
+		id.Expires = c.ExpiresAt.Time
+	}
+	if err := checkIdentity(id); err != nil {
+		return Identity{}, fmt.Errorf("%w: %v", ErrBadToken, err)
+	}
+	if id.Name == "" {
+		id.Name = id.Agent
+	}
+	return id, nil
+}
+
+func checkIdentity(id Identity) error {
+	switch id.Role {
+	case queues.RoleAgent, queues.RoleAdmin, queues.RoleService:
+	default:
+		return fmt.Errorf("role %q: want agent, admin or service", id.Role)
+	}
+	if err := ValidID("ws", id.Workspace); err != nil {
+		return err
+	}
+	if err := ValidID("sub", id.Agent); err != nil {
+		return err
+	}
+	if len(id.Name) > maxNameLen {
+		return fmt.Errorf("name: longer than %d bytes", maxNameLen)
+	}
+	return nil
+}
+
+// ValidID checks an id taken from outside (token, URL, body): 1 to 128
+// bytes of letters, digits and "-_.:@". The store's keys use "/" as a
+// separator, so it must never appear in an id.
+func ValidID(field, s string) error {
+	if s == "" || len(s) > maxIDLen {
+		return fmt.Errorf("%s: must be 1 to %d characters", field, maxIDLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case c == '-' || c == '_' || c == '.' || c == ':' || c == '@':
+		default:
+			return fmt.Errorf("%s: only letters, digits and -_.:@ are allowed", field)
+		}
+	}
+	return nil
+}
+
+// Mint signs a token for id that expires after ttl. The token subcommand and
+// tests use it; a helpdesk backend may mint the same claims with any JWT
+// library.
+func Mint(secret []byte, id Identity, ttl time.Duration) (string, error) {
+	if err := checkIdentity(id); err != nil {
+		return "", err
+	}
+	now := time.Now()
+	c := Claims{
+		Name:      id.Name,
+		Workspace: id.Workspace,
+		Role:      string(id.Role),
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   id.Agent,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
+}
+
+// tokenFrom finds the token of a request: the Authorization bearer header
+// for non-browser clients, else the access_token query parameter, which is
+// how browser JavaScript (which cannot set headers on a WebSocket) sends it.
+func tokenFrom(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}

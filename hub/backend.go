@@ -1,0 +1,45 @@
+package hub
+
+import (
+	"context"
+	"time"
+
+	"github.com/presencehub/presencehub/queues"
+)
+
+// Backend is what the hub needs of the store. *queues.Store implements it;
+// cmd/presencehub passes it in.
+type Backend interface {
+	EnsureAgent(ctx context.Context, ws string, a queues.Agent) (queues.Agent, error)
+	Inbound(ctx context.Context, ws string, in queues.Inbound) (queues.Result, error)
+	Reply(ctx context.Context, ws string, by queues.Actor, conv, messageID, text string) (queues.Result, error)
+	Assign(ctx context.Context, ws string, by queues.Actor, conv, owner string, version uint64) (queues.Result, error)
+	Move(ctx context.Context, ws string, by queues.Actor, conv string, to queues.Queue, version uint64) (queues.Result, error)
+	SetBoomerang(ctx context.Context, ws string, by queues.Actor, conv string, at time.Time, version uint64) (queues.Result, error)
+	ReleaseOffline(ctx context.Context, ws string, by queues.Actor) (int, error)
+	UpdateSettings(ctx context.Context, ws string, by queues.Actor, patch queues.SettingsPatch) (queues.Settings, error)
+	MarkNotificationsRead(ctx context.Context, ws, agent string, upTo uint64) (int, error)
+
+	Settings(ws string) (queues.Settings, error)
+	Agents(ws string) ([]queues.Agent, error)
+	Agent(ws, id string) (queues.Agent, error)
+	Conversation(ws, id string) (queues.Conversation, error)
+	History(ws, conv string) ([]queues.AuditEntry, error)
+	Messages(ws, conv string, limit int) ([]queues.Message, error)
+	List(ws string, q queues.ListQuery) (queues.Page, error)
+	Notifications(ws, agent string) (queues.NotificationGroup, error)
+	AdminLog(ws string, limit int) ([]queues.AdminLogEntry, error)
+	Head(ws string) uint64
+	EventsSince(ws string, since uint64, max int) (events []queues.Event, complete bool, err error)
+	Ready() error
+}
+
+// Presence is what the hub tells the presence tracker. Calls must return
+// quickly; the tracker applies them on its own goroutine.
+type Presence interface {
+	Connect(ws, agent string)
+	Disconnect(ws, agent string)
+	Activity(ws, agent string)
+	SetAway(ws, agent string, away bool)
+	Logout(ws, agent string)
+}
