@@ -42,4 +42,32 @@ type Presence interface {
 	Activity(ws, agent string)
 	SetAway(ws, agent string, away bool)
 	Logout(ws, agent string)
+	ForceOffline(ws, agent string)
 }
+
+// Observer receives the hub's measurements. metrics.Metrics implements it;
+// a nil Observer in Config means none are taken. Calls must be cheap and
+// must not block: they sit on the broadcast and connection paths.
+type Observer interface {
+	ConnOpened()
+	ConnClosed()
+	// Rejected counts a refused connection or request; reason is one of the
+	// Reject* constants, never a client-supplied value.
+	Rejected(reason string)
+	// Sent counts messages handed to sockets (one per event per recipient).
+	Sent(n int)
+	BroadcastDuration(d time.Duration)
+	SlowConsumer()
+}
+
+// Reasons a connection or request is rejected, for Observer.Rejected.
+const (
+	RejectNoToken     = "no_token"
+	RejectBadToken    = "bad_token"
+	RejectExpired     = "expired"
+	RejectOrigin      = "origin"
+	RejectRole        = "role"
+	RejectRateLimited = "rate_limited"
+	RejectTooBig      = "too_big"
+	RejectShutdown    = "shutdown"
+)
