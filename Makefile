@@ -10,7 +10,6 @@ DEMO_SECRET ?= demo-secret-change-me-0123456789
 
 build:
 	$(GO) build -o $(BIN)/presencehub ./cmd/presencehub
-	$(GO) build -o $(BIN)/hubload ./cmd/hubload
 
 run: build
 	$(BIN)/presencehub serve -demo -addr $(ADDR) -data $(DATA) -secret $(DEMO_SECRET)
