@@ -1,0 +1,540 @@
+package queues
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// The committer: one goroutine applies every change. It takes every request
+// waiting (up to maxBatch), applies them in order against a batch-local
+// overlay of the committed state (request 2 sees request 1's result), writes
+// the whole batch in one Badger transaction and, only once that commit
+// succeeded, installs the new records into memory, publishes the events and
+// answers the callers. One fsync per batch is what lets throughput grow with
+// the number of concurrent writers (group commit).
+//
+// Because this loop is the only writer, Badger's ErrConflict cannot happen
+// and nothing here retries it: the version checks of the rules are the
+// optimistic concurrency the callers see.
+
+// maxBatch bounds a batch: enough to amortise an fsync over every waiting
+// writer, small enough that one batch's latency stays well under a
+// millisecond of apply work.
+const maxBatch = 512
+
+type request struct {
+	fn    func(b *batch) (any, error)
+	done  <-chan struct{} // the caller's ctx.Done: skip what nobody waits for
+	reply chan response   // buffered 1: the committer never blocks on it
+}
+
+type response struct {
+	v   any
+	err error
+}
+
+// do sends fn to the committer and waits for its answer.
+func do[T any](s *Store, ctx context.Context, fn func(b *batch) (T, error)) (T, error) {
+	var zero T
+	if s.closed.Load() {
+		return zero, errClosed
+	}
+	r := &request{
+		fn:    func(b *batch) (any, error) { return fn(b) },
+		done:  ctx.Done(),
+		reply: make(chan response, 1),
+	}
+	select {
+	case s.reqs <- r:
+	case <-s.quit:
+		return zero, errClosed
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+	var resp response
+	select {
+	case resp = <-r.reply:
+	case <-ctx.Done():
+		// The change may still commit; the caller learns of it through
+		// the events like everyone else.
+		return zero, ctx.Err()
+	case <-s.loopDone:
+		select {
+		case resp = <-r.reply:
+		default:
+			return zero, errClosed
+		}
+	}
+	if resp.err != nil {
+		return zero, resp.err
+	}
+	return resp.v.(T), nil
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.loopDone)
+	reqs := make([]*request, 0, maxBatch)
+	for {
+		select {
+		case <-s.quit:
+			s.drain()
+			return
+		case r := <-s.reqs:
+			reqs = append(reqs[:0], r)
+		more:
+			for len(reqs) < maxBatch {
+				select {
+				case r := <-s.reqs:
+					reqs = append(reqs, r)
+				default:
+					break more
+				}
+			}
+			s.commitBatch(reqs)
+			clear(reqs)
+		}
+	}
+}
+
+// drain answers every request still queued at Close.
+func (s *Store) drain() {
+	for {
+		select {
+		case r := <-s.reqs:
+			r.reply <- response{err: errClosed}
+		default:
+			return
+		}
+	}
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Store) commitBatch(reqs []*request) {
+	b := s.newBatch()
+	defer b.discard()
+	resps := make([]response, len(reqs))
+	for i, r := range reqs {
+		if isDone(r.done) {
+			resps[i].err = context.Canceled
+			continue
+		}
+		v, err := r.fn(b)
+		resps[i] = response{v: v, err: err}
+	}
+	b.finish()
+	if len(b.ops) > 0 {
+		if err := s.write(b.ops); err != nil {
+			for _, undo := range b.onFail {
+				undo()
+			}
+			err = fmt.Errorf("%w: commit failed: %v", ErrUnavailable, err)
+			s.failed.Store(&err)
+			s.log.Error("store commit failed", "err", err, "requests", len(reqs))
+			for i, r := range reqs {
+				if resps[i].err == nil {
+					resps[i] = response{err: err}
+				}
+				r.reply <- resps[i]
+			}
+			return
+		}
+		s.failed.Store(nil)
+	}
+	s.install(b)
+	s.publish(b)
+	for i, r := range reqs {
+		r.reply <- resps[i]
+	}
+}
+
+// op is one Badger write of a batch.
+type op struct {
+	k, v []byte
+	del  bool
+}
+
+// write commits ops in one transaction. A batch too big for one Badger
+// transaction (a sweep of very many conversations) is split: every part is
+// committed before anything is installed, so memory never runs ahead of
+// disk; a failure after a part committed leaves disk ahead of memory until
+// the next start-up reloads it, and Ready reports the failure meanwhile.
+func (s *Store) write(ops []op) error {
+	if e := s.writeFault.Load(); e != nil {
+		return *e
+	}
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	put := func(o op) error {
+		if o.del {
+			return txn.Delete(o.k)
+		}
+		return txn.Set(o.k, o.v)
+	}
+	for _, o := range ops {
+		err := put(o)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err := txn.Commit(); err != nil {
+				return err
+			}
+			txn = s.db.NewTransaction(true)
+			err = put(o)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return txn.Commit()
+}
+
+// batch is the overlay one commit builds on the committed state.
+type batch struct {
+	s     *Store
+	tx    map[string]*wsTx
+	order []*wsTx
+	ops   []op
+	// newTimers are pushed onto the heap at install; onFail undoes what a
+	// request did to committer-owned state (the heap) when the commit fails.
+	newTimers []timerEntry
+	onFail    []func()
+	read      *badger.Txn // lazily opened, for message dedupe lookups
+}
+
+// wsTx is one workspace's part of a batch.
+type wsTx struct {
+	b        *batch
+	name     string
+	w        *workspace // committed state; nil while the workspace is new
+	rec      wsRecord   // working copy of settings and counters
+	recDirty bool
+	convs    map[string]*convRec
+	agents   map[string]*Agent
+	notifAdd []Notification
+	readUpTo map[string]uint64
+	msgs     map[string]struct{} // message keys written in this batch
+	events   []Event
+}
+
+func (s *Store) newBatch() *batch {
+	return &batch{s: s, tx: map[string]*wsTx{}}
+}
+
+func (b *batch) discard() {
+	if b.read != nil {
+		b.read.Discard()
+	}
+}
+
+// ws returns the batch's view of a workspace: ErrNotFound if it does not
+// exist, unless create, which creates it with the default settings.
+func (b *batch) ws(name string, create bool) (*wsTx, error) {
+	if t := b.tx[name]; t != nil {
+		return t, nil
+	}
+	// The committer is the only writer of wss, so it reads it unlocked.
+	w := b.s.wss[name]
+	if w == nil && !create {
+		return nil, fmt.Errorf("workspace %s: %w", name, ErrNotFound)
+	}
+	t := &wsTx{b: b, name: name, w: w, convs: map[string]*convRec{}, agents: map[string]*Agent{}}
+	if w != nil {
+		t.rec = w.rec
+	} else {
+		if err := validID("workspace", name); err != nil {
+			return nil, err
+		}
+		t.rec = wsRecord{Settings: DefaultSettings()}
+		t.recDirty = true
+	}
+	b.tx[name] = t
+	b.order = append(b.order, t)
+	return t, nil
+}
+
+func (b *batch) set(k, v []byte) { b.ops = append(b.ops, op{k: k, v: v}) }
+func (b *batch) del(k []byte)    { b.ops = append(b.ops, op{k: k, del: true}) }
+
+func (t *wsTx) conv(id string) *convRec {
+	if c := t.convs[id]; c != nil {
+		return c
+	}
+	if t.w != nil {
+		return t.w.convs[id]
+	}
+	return nil
+}
+
+func (t *wsTx) agent(id string) (*Agent, bool) {
+	if a := t.agents[id]; a != nil {
+		return a, true
+	}
+	if t.w != nil {
+		a := t.w.agents[id]
+		return a, a != nil
+	}
+	return nil, false
+}
+
+// agentIDs lists every agent of the workspace as of this batch.
+func (t *wsTx) agentIDs() []string {
+	var ids []string
+	if t.w != nil {
+		for id := range t.w.agents {
+			ids = append(ids, id)
+		}
+	}
+	for id := range t.agents {
+		if t.w == nil || t.w.agents[id] == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (t *wsTx) env() *ruleEnv {
+	return &ruleEnv{now: t.b.s.now(), settings: &t.rec.Settings, agent: t.agent}
+}
+
+// hasMessage reports whether message id msg was already stored on conv.
+func (t *wsTx) hasMessage(conv, msg string) (bool, error) {
+	k := messageKey(t.name, conv, msg)
+	if _, ok := t.msgs[string(k)]; ok {
+		return true, nil
+	}
+	if t.b.read == nil {
+		t.b.read = t.b.s.db.NewTransaction(false)
+	}
+	_, err := t.b.read.Get(k)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return false, nil
+	default:
+		return false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+}
+
+// ownedNew lists the conversations in new owned by agent as of this batch,
+// in index order then batch order.
+func (t *wsTx) ownedNew(agent string) []*convRec {
+	var out []*convRec
+	seen := map[string]bool{}
+	consider := func(id string) {
+		if seen[id] {
+			return
+		}
+		seen[id] = true
+		if c := t.conv(id); c.Queue == QueueNew && c.Owner == agent {
+			out = append(out, c)
+		}
+	}
+	if t.w != nil {
+		t.w.queues[0].byOwner[agent].walk(nil, func(e ientry) bool { consider(e.id); return true })
+	}
+	for id := range t.convs {
+		consider(id)
+	}
+	return out
+}
+
+func (t *wsTx) dirtyRec() { t.recDirty = true }
+
+// emit assigns the event its sequence number, encodes its wire form once
+// and logs it, trimming the log to EventLogSize.
+func (t *wsTx) emit(ev Event) uint64 {
+	t.rec.Head++
+	t.dirtyRec()
+	ev.Workspace = t.name
+	ev.Seq = t.rec.Head
+	if ev.At.IsZero() {
+		ev.At = t.b.s.now()
+	}
+	wire, err := json.Marshal(wireEvent{Type: "event", Event: &ev})
+	if err != nil {
+		// Every field is a plain value: this cannot fail.
+		panic(fmt.Sprintf("encode event: %v", err))
+	}
+	ev.Wire = wire
+	t.events = append(t.events, ev)
+	t.b.set(eventKey(t.name, ev.Seq), wire)
+	if size := uint64(t.b.s.opts.EventLogSize); ev.Seq > size {
+		t.b.del(eventKey(t.name, ev.Seq-size))
+	}
+	return ev.Seq
+}
+
+// wireEvent is an event as the hub sends it.
+type wireEvent struct {
+	Type string `json:"type"`
+	*Event
+}
+
+func (t *wsTx) audit(conv string, a AuditEntry) {
+	t.rec.AuditSeq++
+	t.dirtyRec()
+	a.Seq = t.rec.AuditSeq
+	t.b.set(historyKey(t.name, conv, a.Seq), encodeAudit(&a))
+}
+
+func (t *wsTx) adminLog(l AdminLogEntry) {
+	t.rec.AdminSeq++
+	t.dirtyRec()
+	l.Seq = t.rec.AdminSeq
+	t.b.set(adminLogKey(t.name, l.Seq), encodeAdminLog(&l))
+}
+
+// putConv stores c (which replaces prev, nil for a new conversation) and
+// keeps the boomerang timer index in step.
+func (t *wsTx) putConv(prev, c *convRec) {
+	t.convs[c.ID] = c
+	t.b.set(convKey(t.name, c.ID), encodeConv(c))
+	var was = prev != nil && !prev.Boomerang.IsZero()
+	if was && !prev.Boomerang.Equal(c.Boomerang) {
+		t.b.del(timerKey(prev.Boomerang, t.name, timerBoomerang, c.ID))
+	}
+	if !c.Boomerang.IsZero() && (!was || !prev.Boomerang.Equal(c.Boomerang)) {
+		t.b.set(timerKey(c.Boomerang, t.name, timerBoomerang, c.ID), nil)
+		t.b.newTimers = append(t.b.newTimers, timerEntry{due: c.Boomerang, deadline: c.Boomerang,
+			ws: t.name, kind: timerBoomerang, id: c.ID})
+	}
+}
+
+// putAgent stores a and keeps the grace timer index in step.
+func (t *wsTx) putAgent(prev *Agent, a *Agent) {
+	t.agents[a.ID] = a
+	t.b.set(agentKey(t.name, a.ID), encodeAgent(a))
+	was := prev != nil && !prev.GraceDeadline.IsZero()
+	if was && !prev.GraceDeadline.Equal(a.GraceDeadline) {
+		t.b.del(timerKey(prev.GraceDeadline, t.name, timerGrace, a.ID))
+	}
+	if !a.GraceDeadline.IsZero() && (!was || !prev.GraceDeadline.Equal(a.GraceDeadline)) {
+		t.b.set(timerKey(a.GraceDeadline, t.name, timerGrace, a.ID), nil)
+		t.b.newTimers = append(t.b.newTimers, t.b.s.graceEntry(t.name, a.ID, a.GraceDeadline))
+	}
+}
+
+// apply writes what a rule decided for one conversation: the record, its
+// audit entries, the message, the notification and the events.
+func (t *wsTx) apply(prev *convRec, o outcome) Result {
+	if !o.changed {
+		return Result{Conv: o.conv.Conversation}
+	}
+	c := new(convRec)
+	*c = o.conv
+	t.putConv(prev, c)
+	for _, a := range o.audits {
+		t.audit(c.ID, a)
+	}
+	if o.msg != nil {
+		k := messageKey(t.name, c.ID, o.msg.ID)
+		if t.msgs == nil {
+			t.msgs = map[string]struct{}{}
+		}
+		t.msgs[string(k)] = struct{}{}
+		t.b.set(k, encodeMessage(o.msg, c.messages))
+	}
+	ev := Event{Kind: EventConversation, Actor: o.actor, Reason: o.reason}
+	conv := c.Conversation
+	ev.Conv = &conv
+	if prev != nil {
+		ev.Prev = &ConvState{Queue: prev.Queue, Owner: prev.Owner}
+	}
+	seq := t.emit(ev)
+	if o.notify != nil {
+		seq = t.notify(*o.notify)
+	}
+	return Result{Conv: c.Conversation, Changed: true, Seq: seq}
+}
+
+// notify stores an unread notification and emits its event.
+func (t *wsTx) notify(n Notification) uint64 {
+	t.rec.NotifSeq++
+	t.dirtyRec()
+	n.Seq = t.rec.NotifSeq
+	t.b.set(notificationKey(t.name, n.Agent, n.Seq), encodeNotification(&n))
+	t.notifAdd = append(t.notifAdd, n)
+	return t.emit(Event{Kind: EventNotification, At: n.At, Actor: n.By, Reason: ReasonManualAssign, Notification: &n})
+}
+
+// finishBatch writes every touched workspace record once.
+func (b *batch) finish() {
+	for _, t := range b.order {
+		if t.recDirty {
+			b.set(workspaceKey(t.name), encodeWorkspace(&t.rec))
+		}
+	}
+}
+
+// install makes a committed batch visible: each workspace under its lock,
+// so a reader sees all of a batch's changes to it or none.
+func (s *Store) install(b *batch) {
+	for _, t := range b.order {
+		w := t.w
+		if w == nil {
+			w = newWorkspace(t.name, t.rec)
+		}
+		w.mu.Lock()
+		w.rec = t.rec
+		for id, c := range t.convs {
+			if old := w.convs[id]; old != nil {
+				w.queues[queueIdx(old.Queue)].remove(old)
+			}
+			w.queues[queueIdx(c.Queue)].add(c)
+			w.convs[id] = c
+		}
+		for id, a := range t.agents {
+			w.agents[id] = a
+		}
+		for _, n := range t.notifAdd {
+			w.unread[n.Agent] = append(w.unread[n.Agent], n)
+		}
+		for agent, upTo := range t.readUpTo {
+			kept := w.unread[agent][:0:0]
+			for _, n := range w.unread[agent] {
+				if n.Seq > upTo {
+					kept = append(kept, n)
+				}
+			}
+			if len(kept) == 0 {
+				delete(w.unread, agent)
+			} else {
+				w.unread[agent] = kept
+			}
+		}
+		w.mu.Unlock()
+		if t.w == nil {
+			s.mu.Lock()
+			s.wss[t.name] = w
+			s.mu.Unlock()
+		}
+	}
+	for _, e := range b.newTimers {
+		s.timers.push(e)
+	}
+	s.publishNextDue()
+}
+
+// publish hands each workspace's events, in Seq order, to the publisher.
+func (s *Store) publish(b *batch) {
+	p := s.pub.Load().p
+	if p == nil {
+		return
+	}
+	for _, t := range b.order {
+		if len(t.events) > 0 {
+			p.Publish(t.name, t.events)
+		}
+	}
+}
