@@ -19,7 +19,7 @@ var (
 
 func at(d time.Duration) time.Time { return now.Add(d) }
 
-func emit(u Update) Effect               { return Effect{Kind: EffectEmit, Update: u} }
+func emit(u Update) Effect                { return Effect{Kind: EffectEmit, Update: u} }
 func arm(tm Timer, when time.Time) Effect { return Effect{Kind: EffectArm, Timer: tm, At: when} }
 func cancel(tm Timer) Effect              { return Effect{Kind: EffectCancel, Timer: tm} }
 
