@@ -208,7 +208,8 @@ type Effect struct {
 // changes the runner must make. A runner that arms and cancels as told
 // always has exactly the timers the state needs.
 func Next(s State, in Input, now time.Time, t Timing) (State, []Effect) {
-	return next(s, in, now, t, nil)
+	// One update and two timers at most: one allocation.
+	return next(s, in, now, t, make([]Effect, 0, 3))
 }
 
 // next is Next appending to fx, so the tracker can reuse one slice.
