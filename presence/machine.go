@@ -280,7 +280,7 @@ func next(s State, in Input, now time.Time, t Timing, fx []Effect) (State, []Eff
 
 // deadlines returns when the grace and idle timers must fire for s (zero:
 // not armed). Idle timeouts count only while the agent is connected: with no
-// connection the grace decides, and it is always the shorter.
+// connection the grace decides.
 func deadlines(s State, t Timing) (grace, idle time.Time) {
 	if s.Status == Offline {
 		return time.Time{}, time.Time{}
