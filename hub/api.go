@@ -23,7 +23,8 @@ type APIConfig struct {
 	Backend Backend
 	// Verifier checks the bearer token of every request. Required.
 	Verifier *Verifier
-	// Logger receives failed requests (500s). Nil means slog.Default().
+	// Logger receives internal errors and store outages. Nil means
+	// slog.Default().
 	Logger *slog.Logger
 	// Observer counts rejected requests. Nil means none are counted.
 	Observer Observer
@@ -387,6 +388,11 @@ func apiCheckScope(id Identity, field, value string) error {
 // error rather than a silently ignored option. With optional, an empty body
 // is accepted and leaves dst as it is.
 func (a *API) readBody(w http.ResponseWriter, r *http.Request, id Identity, dst scopedBody, optional bool) error {
+	// Endpoints with a body take no query parameters; refusing them keeps a
+	// workspace from being smuggled in through the URL instead.
+	if _, err := apiQuery(r, id); err != nil {
+		return err
+	}
 	if optional && r.ContentLength == 0 {
 		return nil
 	}

@@ -172,7 +172,7 @@ func (a *API) setBoomerang(w http.ResponseWriter, r *http.Request, id Identity) 
 		}
 	}
 	if given != 1 {
-		return apiInvalid("at", "give exactly one of at, in or preset")
+		return apiInvalid("preset", "give exactly one of preset, in and at")
 	}
 	var at time.Time
 	switch {
@@ -181,8 +181,8 @@ func (a *API) setBoomerang(w http.ResponseWriter, r *http.Request, id Identity) 
 			return apiInvalid("at", "want an RFC 3339 time such as 2026-11-21T10:00:00Z")
 		}
 	case body.In != nil:
-		// Bounded here so the multiplication below cannot overflow; the store
-		// applies its own limit on how far ahead a boomerang may be.
+		// A year is past any real follow-up, and the bound keeps the
+		// multiplication below from overflowing. The WebSocket's limit too.
 		if *body.In < 1 || *body.In > int64(366*24*time.Hour/time.Second) {
 			return apiInvalid("in", "want a number of seconds from 1 to a year")
 		}
@@ -377,8 +377,11 @@ func (a *API) releaseOffline(w http.ResponseWriter, r *http.Request, id Identity
 	return nil
 }
 
-// apiLogMax bounds one admin log read.
-const apiLogMax = 1000
+// One admin log read: the same bounds as the WebSocket's admin_log.
+const (
+	apiLogDefault = 50
+	apiLogMax     = 500
+)
 
 func (a *API) adminLog(w http.ResponseWriter, r *http.Request, id Identity) error {
 	q, err := apiQuery(r, id, "limit")
@@ -390,7 +393,7 @@ func (a *API) adminLog(w http.ResponseWriter, r *http.Request, id Identity) erro
 		return err
 	}
 	if limit == 0 {
-		limit = 100
+		limit = apiLogDefault
 	}
 	entries, err := a.backend.AdminLog(id.Workspace, limit)
 	if err != nil {
