@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+)
+
+// runIdle measures what an idle connection costs: N agents connect and
+// subscribe (new, all), then sit. It reports the connect rate (connections
+// per second, each including the token check, the upgrade and the hello),
+// and the server's memory and goroutines before and after, per connection.
+// Agents are spread over -W workspaces (default one per 100 agents: a hello
+// lists every agent of the workspace, so one workspace of 15,000 agents
+// would measure megabyte hellos, not idle connections).
+func runIdle(ctx context.Context, e *env) (*report, error) {
+	cfg := e.cfg
+	w := cfg.w
+	if w == 0 {
+		w = (cfg.n + 99) / 100
+	}
+	per := (cfg.n + w - 1) / w
+	rep := &report{Scenario: "idle"}
+	rep.Params.add("n", cfg.n)
+	rep.Params.add("workspaces", w)
+	rep.Params.add("concurrency", cfg.concurrency)
+	rep.Params.add("hold_s", cfg.duration.Seconds())
+
+	before := e.probe.sample(ctx)
+	if before.Goroutines < 0 {
+		return nil, fmt.Errorf("cannot read go_goroutines from %s (is the hub up?)", e.probe.metrics)
+	}
+	e.logf("server before: rss %.1f MiB, %d goroutines", mib(before.RSS), before.Goroutines)
+	cpu0 := selfCPU()
+
+	var received atomic.Int64
+	f, err := e.connectFleet(ctx, cfg.n, func(i int) (int, string) {
+		return i / per, agentName(i%per, cfg.agents)
+	}, true, func(int, *message, time.Duration) { received.Add(1) })
+	if err != nil {
+		return nil, err
+	}
+	defer f.close()
+	e.logf("connected %d in %v", cfg.n, f.elapsed.Round(time.Millisecond))
+
+	// Presence events of the agents that connected last are still being
+	// delivered; measure once they have died down.
+	quiet(ctx, received.Load, time.Second, 60*time.Second)
+	after := e.probe.sample(ctx)
+	e.logf("server after connect: rss %.1f MiB, %d goroutines", mib(after.RSS), after.Goroutines)
+	recvConnect := received.Load()
+
+	// Hold: idle connections should cost the hub nothing but pings.
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-time.After(cfg.duration):
+	}
+	held := e.probe.sample(ctx)
+	recvHold := received.Load() - recvConnect
+	drops, dropped := f.droppedCount()
+
+	rep.Results.add("connect_s", round2(f.elapsed.Seconds()))
+	rep.Results.add("connects_per_s", rate(float64(cfg.n), f.elapsed.Seconds()))
+	rep.Results.add("connect_latency", f.connect.summary())
+	rep.Results.add("subscribe_latency", f.subscribe.summary())
+	rep.Results.add("connect_retries", f.retries.Load())
+	rep.Results.add("rss_before_mib", mib(before.RSS))
+	rep.Results.add("rss_after_mib", mib(after.RSS))
+	rep.Results.add("rss_after_hold_mib", mib(held.RSS))
+	rep.Results.add("rss_per_conn_kib", round2(float64(after.RSS-before.RSS)/1024/float64(cfg.n)))
+	rep.Results.add("goroutines_before", before.Goroutines)
+	rep.Results.add("goroutines_after", after.Goroutines)
+	rep.Results.add("goroutines_per_conn", round2(float64(after.Goroutines-before.Goroutines)/float64(cfg.n)))
+	rep.Results.add("messages_while_connecting", recvConnect)
+	rep.Results.add("messages_while_holding", recvHold)
+	rep.Results.add("server_cpu_s", round2(held.CPU-before.CPU))
+	rep.Results.add("client_cpu_s", round2(selfCPU()-cpu0))
+	rep.Results.add("dropped_by_hub", drops)
+	if dropped > 0 {
+		rep.problem("the hub closed %d idle connections: %v", dropped, drops)
+	}
+	if n := f.badFrames.Load(); n > 0 {
+		rep.problem("%d frames could not be parsed", n)
+	}
+	return rep, nil
+}
+
+// agentName is the agent id of connection i. With distinct > 0, connections
+// share distinct identities (several tabs of the same agent), which keeps a
+// workspace's hello and presence traffic bounded.
+func agentName(i, distinct int) string {
+	if distinct > 0 {
+		i %= distinct
+	}
+	return fmt.Sprintf("a%d", i)
+}
