@@ -219,7 +219,8 @@ type tab struct {
 	// Written by the tab's goroutine, read after it ended.
 	cycles        []cycle
 	connectErrors int
-	connectLat    []time.Duration
+	connectErr    error
+	connectLat    []time.Duration // reconnects only: the first connects all start together
 }
 
 // cycle is one connection of the tab: when it was up, and how the gap after
@@ -237,16 +238,22 @@ func (t *tab) run(ctx, phase context.Context, e *env, ws string, grace time.Dura
 	defer closers.Wait()
 	for phase.Err() == nil {
 		t0 := e.since()
-		c, err := t.connect(phase, e, ws)
+		// A connect started in the phase completes even if the phase ends
+		// meanwhile (and is then closed at once): abandoning it halfway would
+		// leave the hub a connection the expected transitions know nothing of.
+		c, err := t.connect(ctx, e, ws)
 		if err != nil {
 			t.connectErrors++
+			t.connectErr = err
 			if len(t.cycles) > 0 {
 				t.cycles[len(t.cycles)-1].final = true
 			}
 			return
 		}
 		cy := cycle{connected: e.since()}
-		t.connectLat = append(t.connectLat, cy.connected-t0)
+		if len(t.cycles) > 0 {
+			t.connectLat = append(t.connectLat, cy.connected-t0)
+		}
 		readerDone := make(chan struct{})
 		go func() { // ends when c is closed below
 			defer close(readerDone)
@@ -332,6 +339,9 @@ func checkChurn(agents []*tab, obs *observer, grace time.Duration) churnResult {
 	defer obs.mu.Unlock()
 	for _, a := range agents {
 		r.connectErrors += a.connectErrors
+		if a.connectErr != nil && len(r.samples) < 5 {
+			r.samples = append(r.samples, fmt.Sprintf("agent %s could not reconnect: %v", a.id, a.connectErr))
+		}
 		for _, d := range a.connectLat {
 			r.connectLat.record(d)
 		}

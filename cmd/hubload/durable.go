@@ -18,12 +18,15 @@ import (
 // and unassign it in turn, each change sent as soon as the previous one is
 // acknowledged. Every acknowledgement is a change the hub has committed
 // (with fsync when the hub runs -durable), so the rate is what group commit
-// makes of -c concurrent writers.
+// makes of -c concurrent writers. The hub limits each connection to 50
+// requests a second (burst 100), so each client is paced at -client-rate
+// and the rate can be no more than -c × -client-rate.
 func runDurable(ctx context.Context, e *env) (*report, error) {
 	cfg := e.cfg
 	C := cfg.clients
 	rep := &report{Scenario: "durable"}
 	rep.Params.add("clients", C)
+	rep.Params.add("client_rate", cfg.clientRate)
 	rep.Params.add("duration_s", cfg.duration.Seconds())
 	ws := e.wsID(0)
 
@@ -88,7 +91,7 @@ func runDurable(ctx context.Context, e *env) (*report, error) {
 		wg.Add(1)
 		go func() { // ends at the end of the phase, or when its connection fails
 			defer wg.Done()
-			err := durableClient(ctx, conns[i], i, versions[i], end, lat, &acked, func(code string) {
+			err := durableClient(ctx, conns[i], i, versions[i], end, cfg.clientRate, lat, &acked, func(code string) {
 				mu.Lock()
 				errs[code]++
 				mu.Unlock()
@@ -107,6 +110,10 @@ func runDurable(ctx context.Context, e *env) (*report, error) {
 
 	rep.Results.add("changes_acked", acked.Load())
 	rep.Results.add("changes_per_s", rate(float64(acked.Load()), elapsed))
+	if cfg.clientRate > 0 {
+		// When the clients' pacing, not the hub, set the rate, say so.
+		rep.Results.add("paced_ceiling_per_s", round2(float64(C)*cfg.clientRate))
+	}
 	rep.Results.add("latency", lat.summary())
 	rep.Results.add("errors", errs)
 	if srv0.CPU >= 0 && srv1.CPU >= 0 {
@@ -126,13 +133,27 @@ func runDurable(ctx context.Context, e *env) (*report, error) {
 // durableClient changes its conversation until end: request, wait for the
 // reply, next. A conflict (which only a bug could cause: nobody else
 // touches the conversation) reloads the version and goes on.
-func durableClient(ctx context.Context, c *websocket.Conn, i int, version uint64, end time.Time,
+func durableClient(ctx context.Context, c *websocket.Conn, i int, version uint64, end time.Time, pace float64,
 	lat *hist, acked *atomic.Int64, fail func(code string)) error {
 	me, conv := "d"+strconv.Itoa(i), "c"+strconv.Itoa(i)
 	owned := false
 	rctx, cancel := context.WithDeadline(ctx, end.Add(30*time.Second))
 	defer cancel()
+	var interval time.Duration
+	if pace > 0 {
+		interval = time.Duration(float64(time.Second) / pace)
+	}
+	next := time.Now()
 	for id := int64(10); time.Now().Before(end) && ctx.Err() == nil; id++ {
+		if interval > 0 {
+			if wait := time.Until(next); wait > 0 {
+				time.Sleep(wait)
+			}
+			next = next.Add(interval)
+			if now := time.Now(); next.Before(now.Add(-interval)) {
+				next = now // fell behind: no catching up in a burst
+			}
+		}
 		op, fields := "assign", map[string]any{"conv": conv, "agent": me, "version": version}
 		if owned {
 			op, fields = "unassign", map[string]any{"conv": conv, "version": version}

@@ -74,6 +74,7 @@ type config struct {
 	bursts       int           // fanout -burst: how many
 	spacing      time.Duration // fanout -burst: time between two
 	clients      int           // durable: concurrent clients
+	clientRate   float64       // durable: requests per second per client, 0 = unpaced
 	grace        int           // churn: offline grace to set, seconds
 	inside       float64       // churn: share of reconnects inside the grace
 	perIP        int           // connections per source address
@@ -129,6 +130,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.bursts, "bursts", 20, "fanout -burst: number of changes")
 	fs.DurationVar(&c.spacing, "spacing", time.Second, "fanout -burst: time between changes")
 	fs.IntVar(&c.clients, "c", 64, "durable: concurrent clients")
+	fs.Float64Var(&c.clientRate, "client-rate", 45, "durable: most requests per second per client; the hub refuses more than 50/s per connection (0: unpaced)")
 	fs.IntVar(&c.grace, "grace", 2, "churn: offline grace to set on the workspace, seconds (the hub allows 0 to 90)")
 	fs.Float64Var(&c.inside, "inside", 0.5, "churn: share of reconnects inside the grace (0 to 1)")
 	fs.IntVar(&c.perIP, "per-ip", 20000, "connections per source address before moving to the next")
@@ -209,6 +211,9 @@ func (c *config) check() error {
 	}
 	if c.spacing <= 0 {
 		bad("-spacing: positive")
+	}
+	if c.clientRate < 0 {
+		bad("-client-rate: 0 or more")
 	}
 	if c.clients < 1 || c.clients > 10_000 {
 		bad("-c: 1 to 10,000")
