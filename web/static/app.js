@@ -3,7 +3,7 @@
 // team list, the notification bell and the admin settings.
 
 import { Client, decodeToken } from "./client.js";
-import { h, icon } from "./dom.js";
+import { h, icon, fill } from "./dom.js";
 import { relative, until } from "./format.js";
 import { QueuePanel } from "./queues.js";
 import { ConversationPane } from "./conversation.js";
@@ -254,7 +254,7 @@ function start(token) {
       }
       const doubt = !s.everConnected && s.attempt >= 3 && s.status !== "token_expired";
       banner.className = `banner ${s.status === "token_expired" ? "banner-error" : "banner-warn"}`;
-      banner.replaceChildren(
+      fill(banner, 
         icon("wifiOff"),
         h("span", { class: "banner-text" }, text),
         doubt ? h("span", { class: "banner-hint" }, "The hub may be down, or the token was refused.") : null,
@@ -314,11 +314,27 @@ function start(token) {
 
 // --- go ------------------------------------------------------------------------
 
-const token = takeToken();
-const problem = token ? tokenProblem(token) : "";
-if (!token || problem) {
-  showLogin(problem);
-} else {
-  hideLogin();
-  start(token);
+function boot() {
+  const token = takeToken();
+  const problem = token ? tokenProblem(token) : "";
+  if (!token || problem) {
+    showLogin(problem);
+  } else {
+    hideLogin();
+    start(token);
+  }
 }
+
+// A sign-in link opened in a tab already showing the console changes only
+// the fragment, which reloads nothing.
+window.addEventListener("hashchange", () => {
+  if (!new URLSearchParams(location.hash.replace(/^#/, "")).has("token")) return;
+  if (app) {
+    takeToken();
+    location.reload();
+  } else {
+    boot();
+  }
+});
+
+boot();

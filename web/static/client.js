@@ -443,7 +443,9 @@ export class Client extends Emitter {
   #notified(n) {
     if (!n || (this.me && n.agent !== this.me.id)) return;
     if (this.notifications.items.some((x) => x.seq === n.seq)) return;
-    this.#setNotifications([n, ...this.notifications.items], this.notificationsFromHello);
+    // One that arrives live was not made while the agent was away, so the
+    // list no longer is only that.
+    this.#setNotifications([n, ...this.notifications.items], false);
   }
 
   #setNotifications(items, fromHello) {

@@ -1,7 +1,7 @@
 // The conversation pane: header, owner dropdown, queue actions and
 // boomerang, the message thread, the reply box and the audit trail.
 
-import { h, icon, channelIcon } from "./dom.js";
+import { h, icon, channelIcon, fill } from "./dom.js";
 import { relative, until, absolute, clock, ownerLabel, historyText, QUEUE_NAMES, STATUS_NAMES } from "./format.js";
 import { dot, avatar, sortedAgents } from "./team.js";
 import { popover } from "./menu.js";
@@ -221,7 +221,7 @@ export class ConversationPane {
   renderNotice() {
     if (!this.noticeEl) return;
     const n = this.notice;
-    this.noticeEl.replaceChildren(
+    fill(this.noticeEl, 
       n
         ? h(
             "div",
@@ -341,7 +341,7 @@ export class ConversationPane {
       },
     });
     this.textarea.value = old ?? this.draft.get(this.id) ?? "";
-    this.composerEl.replaceChildren(
+    fill(this.composerEl, 
       auto ? h("div", { class: "composer-hint", dataset: { testid: "auto-ownership-hint" } }, icon("user"), `Auto-Ownership is on for ${c.channel}: replying makes you the owner.`) : null,
       this.textarea,
       h(

@@ -26,6 +26,14 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+/** Replaces el's children, skipping null and false and flattening arrays
+ * as h() does (replaceChildren would print "null"). */
+export function fill(el, ...children) {
+  el.replaceChildren();
+  append(el, children);
+  return el;
+}
+
 function append(el, children) {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;

@@ -31,6 +31,7 @@ export class SettingsPanel {
     this.root = root;
     this.openButton = openButton;
     this.errors = new Map(); // field -> message
+    this.drafts = new Map(); // field -> the value the hub refused, kept on screen
     this.saving = new Set();
     this.saved = new Set();
     this.log = [];
@@ -88,8 +89,9 @@ export class SettingsPanel {
     }
   }
 
-  async save(field, patch) {
+  async save(field, patch, draft) {
     this.errors.delete(field);
+    this.drafts.delete(field);
     this.saving.add(field);
     this.renderStatus(field);
     try {
@@ -102,7 +104,11 @@ export class SettingsPanel {
       }, 1500);
     } catch (err) {
       const at = (err.field || field).replace(/^settings\./, "").split(".")[0];
-      this.errors.set(FIELD_NAMES[at] ? at : field, err.message);
+      const name = FIELD_NAMES[at] ? at : field;
+      // The hub's message may start with the field's own name; the error
+      // already sits next to the field.
+      this.errors.set(name, (err.message || err.code).replace(new RegExp(`^(settings\\.)?${at}(\\.\\w+)?: `), ""));
+      if (draft !== undefined) this.drafts.set(name, draft);
     } finally {
       this.saving.delete(field);
     }
@@ -137,6 +143,7 @@ export class SettingsPanel {
             "Remove Ownership",
             "When an agent goes offline, their conversations in New become unowned within 2 minutes. Pending conversations keep their owner; an inbound or boomerang that brings one back to New while its owner is offline unowns it.",
             toggle("settings-remove-ownership", !!s.remove_ownership, (on) => this.save("remove_ownership", { remove_ownership: on })),
+            { inline: true },
           ),
           this.field(
             "release_offline",
@@ -158,19 +165,19 @@ export class SettingsPanel {
             "offline_grace",
             "Offline grace",
             "How long an agent whose last tab closed stays online before going offline (0 to 90 seconds). A reconnect within it goes unnoticed.",
-            number("settings-offline-grace", s.offline_grace ?? 60, "seconds", 0, 90, 1, (v) => this.save("offline_grace", { offline_grace: v })),
+            number("settings-offline-grace", this.shown("offline_grace", s.offline_grace ?? 60), "seconds", 0, 90, 1, (v) => this.save("offline_grace", { offline_grace: v }, v)),
           ),
           this.field(
             "idle_away",
             "Idle → away",
             "Minutes without activity before an agent shows as away (0 = never).",
-            number("settings-idle-away", Math.round((s.idle_away ?? 600) / 60), "minutes", 0, 1440, 1, (v) => this.save("idle_away", { idle_away: v * 60 })),
+            number("settings-idle-away", this.shown("idle_away", Math.round((s.idle_away ?? 600) / 60)), "minutes", 0, 1440, 1, (v) => this.save("idle_away", { idle_away: v * 60 }, v)),
           ),
           this.field(
             "idle_logout",
             "Idle → logout",
             "Minutes without activity before an agent is logged out, which counts as going offline (0 = never).",
-            number("settings-idle-logout", Math.round((s.idle_logout ?? 0) / 60), "minutes", 0, 1440, 1, (v) => this.save("idle_logout", { idle_logout: v * 60 })),
+            number("settings-idle-logout", this.shown("idle_logout", Math.round((s.idle_logout ?? 0) / 60)), "minutes", 0, 1440, 1, (v) => this.save("idle_logout", { idle_logout: v * 60 }, v)),
           ),
         ),
         section(
@@ -219,14 +226,30 @@ export class SettingsPanel {
     }
   }
 
-  field(name, label, help, control) {
+  /** The value a field shows: what the hub refused while its error is up,
+   * so the admin can correct it, else the current setting. */
+  shown(name, current) {
+    return this.errors.has(name) && this.drafts.has(name) ? this.drafts.get(name) : current;
+  }
+
+  // field lays out one setting. A switch sits on the label's line (inline);
+  // other controls go under the help text.
+  field(name, label, help, control, { inline = false } = {}) {
     const err = this.errors.get(name);
     return h(
       "div",
       { class: `field${err ? " has-error" : ""}`, dataset: { field: name } },
-      label ? h("div", { class: "field-head" }, h("label", { class: "field-label" }, label), h("span", { class: "field-status", dataset: { status: name } }, this.statusText(name))) : null,
+      label
+        ? h(
+            "div",
+            { class: "field-head" },
+            h("label", { class: "field-label" }, label),
+            h("span", { class: "field-status", dataset: { status: name } }, this.statusText(name)),
+            inline ? control : null,
+          )
+        : null,
       help ? h("p", { class: "field-help" }, help) : null,
-      control,
+      inline ? null : control,
       err ? h("div", { class: "field-error", role: "alert", dataset: { testid: "settings-error", field: name } }, err) : null,
     );
   }
