@@ -60,6 +60,7 @@ export class ConversationPane {
   }
 
   close() {
+    if (this.id && this.textarea) this.draft.set(this.id, this.textarea.value);
     this.id = "";
     this.conv = null;
     this.renderEmpty();
@@ -86,7 +87,11 @@ export class ConversationPane {
     } finally {
       if (id === this.id && n === this.loadSeq) this.loading = false;
     }
-    this.build();
+    // Re-render in place: rebuilding the pane would take the focus and
+    // the caret out of a reply being typed.
+    this.renderHeader();
+    this.renderBody();
+    this.renderComposer();
   }
 
   onEvent(ev) {
@@ -105,6 +110,11 @@ export class ConversationPane {
 
   renderEmpty() {
     this.textarea = null;
+    this.composerEl = null;
+    this.headerEl = null;
+    this.threadEl = null;
+    this.asideEl = null;
+    this.noticeEl = null;
     this.root.replaceChildren(
       h(
         "div",
@@ -118,11 +128,37 @@ export class ConversationPane {
 
   build() {
     if (!this.id) return this.renderEmpty();
+    this.textarea = h("textarea", {
+      class: "reply-text",
+      rows: "3",
+      dataset: { testid: "reply-text" },
+      onkeydown: (ev) => {
+        if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
+          ev.preventDefault();
+          this.send();
+        }
+      },
+    });
+    this.textarea.value = this.draft.get(this.id) ?? "";
+    this.hintEl = h("div", { class: "composer-hint", dataset: { testid: "auto-ownership-hint" }, hidden: true });
+    this.replyAs = h("span", { class: "muted" });
     this.headerEl = h("div", { class: "pane-header" });
     this.noticeEl = h("div", { class: "pane-notice-slot" });
     this.threadEl = h("div", { class: "thread", dataset: { testid: "thread" } });
     this.asideEl = h("aside", { class: "details" });
-    this.composerEl = h("div", { class: "composer" });
+    this.composerEl = h(
+      "div",
+      { class: "composer" },
+      this.hintEl,
+      this.textarea,
+      h(
+        "div",
+        { class: "composer-bar" },
+        this.replyAs,
+        h("span", { class: "grow" }),
+        h("button", { class: "btn btn-primary", dataset: { testid: "reply-send" }, onclick: () => this.send() }, icon("send"), "Send"),
+      ),
+    );
     this.root.replaceChildren(
       h(
         "div",
@@ -327,31 +363,10 @@ export class ConversationPane {
     const c = this.conv;
     const { client } = this.ctx;
     const auto = !c.owner && client.settings?.auto_ownership?.[c.channel];
-    const old = this.textarea?.value;
-    this.textarea = h("textarea", {
-      class: "reply-text",
-      rows: "3",
-      placeholder: `Reply to ${c.customer || "the customer"}…  (Ctrl+Enter to send)`,
-      dataset: { testid: "reply-text" },
-      onkeydown: (ev) => {
-        if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) {
-          ev.preventDefault();
-          this.send();
-        }
-      },
-    });
-    this.textarea.value = old ?? this.draft.get(this.id) ?? "";
-    fill(this.composerEl, 
-      auto ? h("div", { class: "composer-hint", dataset: { testid: "auto-ownership-hint" } }, icon("user"), `Auto-Ownership is on for ${c.channel}: replying makes you the owner.`) : null,
-      this.textarea,
-      h(
-        "div",
-        { class: "composer-bar" },
-        h("span", { class: "muted" }, `Replying as ${client.me?.name || ""}`),
-        h("span", { class: "grow" }),
-        h("button", { class: "btn btn-primary", dataset: { testid: "reply-send" }, onclick: () => this.send() }, icon("send"), "Send"),
-      ),
-    );
+    this.hintEl.hidden = !auto;
+    fill(this.hintEl, icon("user"), `Auto-Ownership is on for ${c.channel}: replying makes you the owner.`);
+    this.textarea.placeholder = `Reply to ${c.customer || "the customer"}…  (Ctrl+Enter to send)`;
+    this.replyAs.textContent = `Replying as ${client.me?.name || ""}`;
   }
 
   // --- menus -------------------------------------------------------------
