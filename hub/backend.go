@@ -34,6 +34,13 @@ type Backend interface {
 	Ready() error
 }
 
+// ChannelLister is implemented by a Backend that can list every channel a
+// workspace has seen, for hello.channels. Without it, hello lists the
+// channels named in the workspace's Auto-Ownership settings.
+type ChannelLister interface {
+	Channels(ws string) []string
+}
+
 // Presence is what the hub tells the presence tracker. Calls must return
 // quickly; the tracker applies them on its own goroutine.
 type Presence interface {

@@ -1,0 +1,218 @@
+package hub
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/presencehub/presencehub/queues"
+)
+
+// ensureTimeout bounds the store write that registers the agent of a new
+// connection.
+const ensureTimeout = 5 * time.Second
+
+// ServeHTTP is the /ws endpoint. Everything that can refuse a connection is
+// checked before the upgrade, so a refused client gets an HTTP status and a
+// JSON error, never a socket: the token (401), its role (403), the Origin
+// (403), the since parameter (400), the store (503).
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.reg.isClosed() {
+		h.refuse(w, http.StatusServiceUnavailable, codeUnavailable, "the hub is shutting down", RejectShutdown)
+		return
+	}
+	id, err := h.cfg.Verifier.Verify(tokenFrom(r))
+	if err != nil {
+		reason := RejectBadToken
+		switch {
+		case errors.Is(err, ErrNoToken):
+			reason = RejectNoToken
+			w.Header().Set("WWW-Authenticate", `Bearer realm="presencehub"`)
+		case errors.Is(err, ErrExpired):
+			reason = RejectExpired
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token", error_description="expired"`)
+		default:
+			w.Header().Set("WWW-Authenticate", `Bearer error="invalid_token"`)
+		}
+		h.refuse(w, http.StatusUnauthorized, "unauthorized", err.Error(), reason)
+		return
+	}
+	if id.Role == queues.RoleService {
+		h.refuse(w, http.StatusForbidden, codeForbidden, "a service token cannot open a socket", RejectRole)
+		return
+	}
+	if err := checkOrigin(r, h.cfg.Origins); err != nil {
+		h.refuse(w, http.StatusForbidden, codeForbidden, err.Error(), RejectOrigin)
+		return
+	}
+	since, resume, err := sinceParam(r)
+	if err != nil {
+		h.refuse(w, http.StatusBadRequest, codeBadRequest, err.Error(), "")
+		return
+	}
+
+	// The agent exists before anything reads it: hello lists them, and
+	// others can assign to them from now on.
+	ctx, cancel := context.WithTimeout(r.Context(), ensureTimeout)
+	_, err = h.cfg.Backend.EnsureAgent(ctx, id.Workspace, queues.Agent{ID: id.Agent, Name: id.Name, Role: id.Role})
+	cancel()
+	if err != nil {
+		h.log.Warn("connect: agent not registered", "ws", id.Workspace, "agent", id.Agent, "err", err)
+		h.refuse(w, http.StatusServiceUnavailable, codeUnavailable, "the store cannot take connections right now; retry later", "")
+		return
+	}
+
+	c := newConn(h, id)
+	sb := &smallBuffers{ResponseWriter: w}
+	ws, err := websocket.Accept(sb, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{Subprotocol},
+		OriginPatterns:  h.cfg.Origins,
+		CompressionMode: websocket.CompressionDisabled,
+		OnPongReceived:  func(context.Context, []byte) { c.heardNow() },
+	})
+	if err != nil {
+		// Accept has answered the request (not a WebSocket handshake).
+		c.cancel()
+		h.log.Debug("upgrade failed", "ws", id.Workspace, "agent", id.Agent, "err", err)
+		return
+	}
+	c.ws, c.raw = ws, sb.conn
+	ws.SetReadLimit(h.cfg.MaxFrame)
+	if !h.reg.add(c, &h.wg) {
+		c.cancel()
+		ws.Close(websocket.StatusGoingAway, "server shutting down")
+		return
+	}
+	h.obs.ConnOpened()
+	go c.serve(since, resume) // ends when the socket has closed and the connection's goroutines have ended
+}
+
+// refuse answers a request that gets no socket. reason, when set, is
+// counted with Observer.Rejected.
+func (h *Hub) refuse(w http.ResponseWriter, status int, code, msg, reason string) {
+	if reason != "" {
+		h.obs.Rejected(reason)
+	}
+	type body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	b, _ := json.Marshal(struct {
+		Error body `json:"error"`
+	}{body{Code: code, Message: msg}})
+	hd := w.Header()
+	hd.Set("Content-Type", "application/json")
+	hd.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+// sinceParam reads the optional since query parameter.
+func sinceParam(r *http.Request) (since uint64, ok bool, err error) {
+	s := r.URL.Query().Get("since")
+	if s == "" {
+		return 0, false, nil
+	}
+	since, err = strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, false, fmt.Errorf("since: must be a sequence number")
+	}
+	return since, true, nil
+}
+
+// checkOrigin allows a request without Origin (not a browser), one from the
+// request's own host, and one whose origin host matches a pattern, with the
+// rules of coder/websocket's OriginPatterns. It runs before the upgrade so
+// a refusal is counted and answered like the others.
+func checkOrigin(r *http.Request, patterns []string) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("origin %q is not a URL with a host", origin)
+	}
+	if strings.EqualFold(r.Host, u.Host) {
+		return nil
+	}
+	for _, p := range patterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, err := path.Match(strings.ToLower(p), strings.ToLower(target)); err == nil && ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("origin %q is not allowed", u.Host)
+}
+
+// Buffer sizes of a hijacked connection, replacing net/http's 4 KiB each.
+// websocket.Accept keeps the bufio.ReadWriter that Hijack returns for the
+// connection's whole life; with 15,000 idle sockets, two 4 KiB buffers each
+// would be most of the hub's memory. Client frames are small requests, and
+// a payload bigger than either buffer is read or written straight through
+// (bufio bypasses its buffer then), so small ones cost no copies: at most
+// one more system call for a large frame.
+const (
+	connReadBuffer  = 1 << 10
+	connWriteBuffer = 1 << 10
+)
+
+// smallBuffers wraps the ResponseWriter of an upgrade so that Hijack hands
+// the WebSocket smaller buffers. The server's own buffers become garbage
+// once ServeHTTP returns, which it does as soon as the connection runs.
+type smallBuffers struct {
+	http.ResponseWriter
+	conn net.Conn // the hijacked connection, once Hijack has run
+}
+
+// Hijack implements http.Hijacker.
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	w.conn = nc
+	if brw.Writer.Buffered() > 0 {
+		// net/http flushes the response before handing the connection
+		// over; flush anyway rather than lose bytes.
+		if err := brw.Writer.Flush(); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+	}
+	// Bytes the server read past the request (a client that sent its
+	// first frame without waiting) move into the new buffer, where Accept
+	// looks for them.
+	var src io.Reader = nc
+	size := connReadBuffer
+	n := brw.Reader.Buffered()
+	if n > 0 {
+		early, _ := brw.Reader.Peek(n)
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), nc)
+		size = max(size, n)
+	}
+	br := bufio.NewReaderSize(src, size)
+	if n > 0 {
+		if _, err := br.Peek(n); err != nil {
+			nc.Close()
+			return nil, nil, err
+		}
+	}
+	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, connWriteBuffer)), nil
+}

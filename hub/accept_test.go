@@ -1,0 +1,112 @@
+package hub
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/presencehub/presencehub/queues"
+)
+
+func claims(ttl time.Duration) Claims {
+	now := time.Now()
+	return Claims{Name: "Al", Workspace: "acme", Role: "agent", RegisteredClaims: jwt.RegisteredClaims{
+		Subject: "al", IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+	}}
+}
+
+func TestAuthFailuresGetNoSocket(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Origins = []string{"console.example.com"} })
+	e.workspace("acme", queues.SettingsPatch{})
+
+	sign := func(m jwt.SigningMethod, key any) string {
+		s, err := jwt.NewWithClaims(m, claims(time.Hour)).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good := token(t, "acme", "al", queues.RoleAgent, time.Hour)
+	tests := []struct {
+		name   string
+		token  string
+		origin string
+		status int
+		code   string
+		reason string
+	}{
+		{"no token", "", "", 401, "unauthorized", RejectNoToken},
+		{"bad signature", sign(jwt.SigningMethodHS256, []byte("another-secret-0123456789abcdef")), "", 401, "unauthorized", RejectBadToken},
+		{"expired", token(t, "acme", "al", queues.RoleAgent, -time.Minute), "", 401, "unauthorized", RejectExpired},
+		{"alg none", sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType), "", 401, "unauthorized", RejectBadToken},
+		{"HS512", sign(jwt.SigningMethodHS512, testSecret), "", 401, "unauthorized", RejectBadToken},
+		{"garbage", "not.a.jwt", "", 401, "unauthorized", RejectBadToken},
+		{"service role", token(t, "acme", "hook", queues.RoleService, time.Hour), "", 403, "forbidden", RejectRole},
+		{"foreign origin", good, "https://evil.example.net", 403, "forbidden", RejectOrigin},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.obs.rejections(tt.reason)
+			var h http.Header
+			if tt.origin != "" {
+				h = http.Header{"Origin": {tt.origin}}
+			}
+			status, code := e.refusal(tt.token, h)
+			if status != tt.status || code != tt.code {
+				t.Errorf("got HTTP %d %q, want %d %q", status, code, tt.status, tt.code)
+			}
+			if got := e.obs.rejections(tt.reason) - before; got != 1 {
+				t.Errorf("rejections %q: got %d more, want 1", tt.reason, got)
+			}
+		})
+	}
+	if n := e.obs.opened.Load(); n != 0 {
+		t.Errorf("sockets opened: got %d, want 0", n)
+	}
+	if _, err := e.store.Agent("acme", "hook"); err == nil {
+		t.Errorf("a refused token created its agent")
+	}
+}
+
+func TestAcceptedOriginsHeaderTokenAndSubprotocol(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Origins = []string{"console.example.com", "https://*.helpdesk.test"} })
+	e.workspace("acme", queues.SettingsPatch{})
+	tok := token(t, "acme", "al", queues.RoleAgent, time.Hour)
+	host := e.srv.Listener.Addr().String()
+	for _, origin := range []string{"", "http://" + host, "https://console.example.com", "https://eu.helpdesk.test"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		conn, _, err := websocket.Dial(ctx, "ws://"+host+"/ws", &websocket.DialOptions{
+			HTTPHeader:   http.Header{"Authorization": {"Bearer " + tok}, "Origin": {origin}},
+			Subprotocols: []string{Subprotocol},
+		})
+		cancel()
+		if err != nil {
+			t.Errorf("origin %q: %v", origin, err)
+			continue
+		}
+		c := startClient(t, conn)
+		c.hello()
+		if got := conn.Subprotocol(); got != Subprotocol {
+			t.Errorf("subprotocol: got %q, want %q", got, Subprotocol)
+		}
+		c.leave()
+	}
+	if status, _ := e.refusal(tok, http.Header{"Origin": {"http://eu.helpdesk.test"}}); status != 403 {
+		t.Errorf("a pattern with a scheme matched another scheme: got HTTP %d, want 403", status)
+	}
+}
+
+func TestBadSinceIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, resp, err := websocket.Dial(ctx, e.wsURL(token(t, "acme", "al", queues.RoleAgent, time.Hour), "since", "yesterday"), nil)
+	if err == nil || resp == nil || resp.StatusCode != 400 {
+		t.Errorf("since=yesterday: got %v, want HTTP 400", err)
+	}
+}

@@ -1,0 +1,548 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/presencehub/presencehub/queues"
+)
+
+// conn is one accepted WebSocket. Its goroutines:
+//
+//   - the reader (serve), for the connection's whole life: it sends hello,
+//     reads and answers requests in order (store calls happen here, one at
+//     a time), and when the socket is gone finishes the connection;
+//   - a writer (writeLoop), only while something is queued or the socket
+//     is being closed;
+//   - the ping timer's goroutine (tick), only during one ping round trip.
+//
+// Every goroutine but the reader is counted in wg, and only while finished
+// is false (checked under mu), so finish can wait for all of them.
+type conn struct {
+	h   *Hub
+	id  Identity
+	ws  *websocket.Conn
+	raw net.Conn // the hijacked TCP connection, closed to end everything at once
+
+	// ctx is the connection's lifetime, a child of the hub's. It is kept
+	// here because the writer and the ping timer start outside any call
+	// chain that could pass it (from Publish and from a timer). Cancelling
+	// it aborts any read, write or ping in progress, which closes the
+	// socket without a close frame; a polite close goes through shut.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	slot int // index in the registry's list of the workspace; guarded by h.reg.mu
+
+	heard   atomic.Int64 // UnixNano of the last frame or pong received
+	dropped atomic.Bool  // closing without sending what is queued
+
+	wg sync.WaitGroup // writer and ping goroutines; see the type comment
+
+	mu sync.Mutex // guards everything below
+	q  sendQueue
+	// views are the connection's subscriptions, at most maxViews.
+	views []*view
+	// floor is hello's seq: every event at or below it is in the snapshot.
+	floor uint64
+	// held keeps the writer from sending while hello or a subscribe reply
+	// is being prepared, so that it can go in before the events it covers.
+	held     bool
+	writing  bool // a writer goroutine is running (or has closed the socket)
+	closing  bool // shut has run: nothing more is queued
+	finished bool // finish has run: no goroutine may start
+	code     websocket.StatusCode
+	reason   string
+	pinger   *time.Timer // ping and token expiry
+
+	// Owned by the reader goroutine.
+	rd readerState
+}
+
+// readerState is what only the reader goroutine touches.
+type readerState struct {
+	lastActivity time.Time // last Activity reported to presence
+	tokens       float64   // request rate limit bucket
+	tokensAt     time.Time
+	refused      int       // requests refused for the rate limit in the current window
+	refusedSince time.Time // start of that window
+	bad          int       // bad requests in the current window
+	badSince     time.Time // start of that window
+	activate     *activation
+}
+
+// Per-connection request limits (docs/protocol.md, close codes 1008 and
+// 4029).
+const (
+	// A connection may send reqBurst requests at once and reqRate per
+	// second after that; beyond it requests get rate_limited.
+	reqBurst = 100
+	reqRate  = 50
+	// maxRefused rate_limited replies within limitWindow close the socket
+	// with 4029.
+	maxRefused = 100
+	// maxBad bad requests (bad_request, unknown_op) within limitWindow close
+	// the socket with 1008.
+	maxBad      = 20
+	limitWindow = 10 * time.Second
+	// Activity is reported to presence at most once per activityEvery per
+	// connection; the idle timeouts it feeds are minutes long.
+	activityEvery = 5 * time.Second
+	// reqTimeout bounds one request's store calls. It is below the default
+	// PongTimeout so a slow store cannot make a live client look dead.
+	reqTimeout = 10 * time.Second
+	// maxResume is how many events after since a resume may read.
+	maxResume = 10000
+	// helloTries is how many times hello reads the snapshot looking for a
+	// moment without a commit in the middle (see hello).
+	helloTries = 3
+	// messagesShown is how many messages the conversation op returns.
+	messagesShown = 50
+)
+
+func newConn(h *Hub, id Identity) *conn {
+	ctx, cancel := context.WithCancel(h.lifetime)
+	c := &conn{h: h, id: id, ctx: ctx, cancel: cancel, held: true}
+	c.heard.Store(time.Now().UnixNano())
+	return c
+}
+
+func (c *conn) heardNow() { c.heard.Store(time.Now().UnixNano()) }
+
+func (c *conn) heardAt() time.Time { return time.Unix(0, c.heard.Load()) }
+
+// serve is the reader goroutine: the connection's life from hello to the
+// end. It ends when the socket is closed, by either side.
+func (c *conn) serve(since uint64, resume bool) {
+	defer c.h.wg.Done()
+	c.h.cfg.Presence.Connect(c.id.Workspace, c.id.Agent)
+	c.rd.lastActivity = time.Now()
+	c.rd.tokens, c.rd.tokensAt = reqBurst, c.rd.lastActivity
+
+	if err := c.hello(since, resume); err != nil {
+		c.h.log.Warn("hello failed", "ws", c.id.Workspace, "agent", c.id.Agent, "err", err)
+		c.shut(websocket.StatusInternalError, "could not read the workspace; reconnect later", false)
+	}
+	c.mu.Lock()
+	if !c.finished {
+		c.pinger = time.AfterFunc(c.nextTick(time.Now()), c.tick)
+	}
+	c.mu.Unlock()
+
+	err := c.readLoop()
+	c.finish(err)
+}
+
+// readLoop reads and answers requests until the socket fails or closes.
+func (c *conn) readLoop() error {
+	for {
+		typ, b, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return err
+		}
+		c.heardNow()
+		c.mu.Lock()
+		closing := c.closing
+		c.mu.Unlock()
+		if closing {
+			continue // drain until the close handshake completes
+		}
+		if typ != websocket.MessageText {
+			c.shut(websocket.StatusPolicyViolation, "binary frames are not accepted", true)
+			continue
+		}
+		c.handle(b)
+	}
+}
+
+// finish ends the connection once its reader has stopped: no goroutine may
+// start any more, those running are stopped and awaited, and presence
+// hears of the disconnect, exactly once per connection.
+func (c *conn) finish(readErr error) {
+	c.h.reg.remove(c)
+	c.mu.Lock()
+	c.finished = true
+	c.q.drop()
+	if c.pinger != nil {
+		c.pinger.Stop()
+	}
+	code, reason := c.code, c.reason
+	c.mu.Unlock()
+	c.cancel() // ends a ping waiting for its pong and a write in progress
+	c.wg.Wait()
+	c.ws.CloseNow()
+	c.h.cfg.Presence.Disconnect(c.id.Workspace, c.id.Agent)
+	c.h.obs.ConnClosed()
+
+	if code == 0 {
+		code = websocket.CloseStatus(readErr)
+		switch {
+		case errors.Is(readErr, websocket.ErrMessageTooBig):
+			c.h.obs.Rejected(RejectTooBig)
+			code, reason = websocket.StatusMessageTooBig, "frame too big"
+		case code == -1 && (errors.Is(readErr, io.EOF) || errors.Is(readErr, net.ErrClosed)):
+			reason = "connection lost"
+		case code == -1:
+			reason = readErr.Error()
+		default:
+			reason = "closed by client"
+		}
+	}
+	c.h.log.Debug("connection closed", "ws", c.id.Workspace, "agent", c.id.Agent, "code", int(code), "reason", reason)
+}
+
+// nextTick is how long until the timer must next run: the next ping, or the
+// token's expiry if that comes first.
+func (c *conn) nextTick(now time.Time) time.Duration {
+	d := c.h.cfg.PingInterval
+	if exp := c.id.Expires; !exp.IsZero() {
+		d = min(d, max(exp.Sub(now), 0))
+	}
+	return d
+}
+
+// tick runs on the timer's own goroutine: it closes a connection whose
+// token has expired or that has answered nothing for PongTimeout, else pings
+// it and re-arms the timer. It ends after one ping round trip at most.
+func (c *conn) tick() {
+	c.mu.Lock()
+	if c.finished || c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.wg.Add(1)
+	c.mu.Unlock()
+	defer c.wg.Done()
+
+	now := time.Now()
+	if exp := c.id.Expires; !exp.IsZero() && !now.Before(exp) {
+		c.shut(CloseTokenExpired, "token expired", true)
+		return
+	}
+	deadline := c.heardAt().Add(c.h.cfg.PongTimeout)
+	if !now.Before(deadline) {
+		c.dead()
+		return
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, deadline)
+	err := c.ws.Ping(ctx) // the pong itself is noted by OnPongReceived
+	cancel()
+	if c.ctx.Err() != nil {
+		return
+	}
+	if err != nil && !time.Now().Before(c.heardAt().Add(c.h.cfg.PongTimeout)) {
+		c.dead()
+		return
+	}
+	c.mu.Lock()
+	if !c.finished && !c.closing {
+		c.pinger.Reset(c.nextTick(time.Now()))
+	}
+	c.mu.Unlock()
+}
+
+// dead closes a connection that has answered nothing for PongTimeout. There
+// is nobody to hear a close frame: the TCP connection is closed at once,
+// and the reader finishes the connection, which tells presence.
+func (c *conn) dead() {
+	c.mu.Lock()
+	if !c.closing {
+		c.closing = true
+		c.code, c.reason = websocket.StatusAbnormalClosure, "no answer to ping"
+	}
+	c.q.drop()
+	c.dropped.Store(true)
+	c.mu.Unlock()
+	c.h.log.Info("connection closed: no answer to ping", "ws", c.id.Workspace, "agent", c.id.Agent,
+		"silent_for", time.Since(c.heardAt()).Round(time.Millisecond).String())
+	c.raw.Close()
+}
+
+// closeSocket sends the close frame and waits for the handshake; the
+// library bounds both (5 s each). Called by the writer, after the last
+// message it sends.
+func (c *conn) closeSocket(code websocket.StatusCode, reason string) {
+	if err := c.ws.Close(code, reason); err != nil {
+		c.h.log.Debug("close", "ws", c.id.Workspace, "agent", c.id.Agent, "code", int(code), "err", err)
+	}
+}
+
+// hello sends the connection's first message: the workspace as of a
+// sequence number, and what a resuming client missed.
+//
+// Why hello.seq, the snapshot and the live stream agree: the connection is
+// registered (so Publish queues its events, held back) before hello reads
+// Head. An event above Head is committed after that read, so it is
+// published after registration and is in the queue. Head is read before
+// the snapshot, so the snapshot reflects at least everything up to it;
+// events at or below it are dropped from the queue, now and (through
+// c.floor) when their publication comes late. The snapshot is read again
+// when a commit landed in the middle; if one still does after helloTries,
+// the snapshot may also reflect a few events above seq, which then arrive
+// live too: presence, agent and settings events carry whole records, so
+// applying them again in order converges on the same state, and a
+// notification already listed in hello is dropped from the queue by its
+// own sequence number.
+func (c *conn) hello(since uint64, resume bool) error {
+	b, ws := c.h.cfg.Backend, c.id.Workspace
+	msg := helloMsg{
+		Type:   typeHello,
+		V:      protocolVersion,
+		Limits: limitsMsg{MaxFrame: c.h.cfg.MaxFrame, PageMax: pageMax},
+		Missed: []json.RawMessage{},
+	}
+	for try := 1; ; try++ {
+		var err error
+		msg.Seq = b.Head(ws)
+		if msg.Me, err = b.Agent(ws, c.id.Agent); err != nil {
+			return err
+		}
+		if msg.Agents, err = b.Agents(ws); err != nil {
+			return err
+		}
+		if msg.Settings, err = b.Settings(ws); err != nil {
+			return err
+		}
+		if msg.Notifications, err = b.Notifications(ws, c.id.Agent); err != nil {
+			return err
+		}
+		if b.Head(ws) == msg.Seq || try == helloTries {
+			break
+		}
+	}
+	msg.Agents = nonNil(msg.Agents)
+	msg.Notifications.ByWho = nonNil(msg.Notifications.ByWho)
+	msg.Notifications.Items = nonNil(msg.Notifications.Items)
+	msg.Channels = c.h.channels(ws, msg.Settings)
+
+	if resume {
+		if err := c.missed(&msg, since); err != nil {
+			return err
+		}
+	}
+	wire, err := json.Marshal(&msg)
+	if err != nil {
+		return err
+	}
+	shown := make(map[uint64]bool, len(msg.Notifications.Items))
+	for _, n := range msg.Notifications.Items {
+		shown[n.Seq] = true
+	}
+
+	c.mu.Lock()
+	c.floor = msg.Seq
+	c.q.dropThrough(msg.Seq, shown)
+	c.q.pushFront(outMsg{b: wire})
+	c.held = false
+	start := c.kickLocked()
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop() // ends when the queue is drained
+	}
+	return nil
+}
+
+// missed fills hello's resume fields: every presence, settings and agent
+// event after since up to hello.seq, and the notifications of this agent.
+// Conversation events are resumed per view, by subscribe.
+func (c *conn) missed(msg *helloMsg, since uint64) error {
+	msg.Resumed = true
+	if since > msg.Seq {
+		// A sequence number this workspace has not reached: the client's
+		// state is from elsewhere (a store that was reset).
+		msg.Resumed, msg.Resync = false, true
+		return nil
+	}
+	events, complete, err := c.h.cfg.Backend.EventsSince(c.id.Workspace, since, maxResume)
+	if err != nil {
+		return err
+	}
+	if !complete {
+		msg.Resumed, msg.Resync = false, true
+		return nil
+	}
+	for i := range events {
+		ev := &events[i]
+		if ev.Seq > msg.Seq {
+			break // live from the queue
+		}
+		switch ev.Kind {
+		case queues.EventConversation:
+			continue
+		case queues.EventNotification:
+			if ev.Notification == nil || ev.Notification.Agent != c.id.Agent {
+				continue
+			}
+		}
+		msg.Missed = append(msg.Missed, wireOf(ev))
+	}
+	return nil
+}
+
+// activation is a subscribe waiting for its reply to be queued: the view
+// becomes active, with its floor, in the same critical section that places
+// the reply (see conn.subscribe).
+type activation struct {
+	view  *view
+	floor uint64
+}
+
+// handle answers one request frame. Every request gets exactly one reply.
+func (c *conn) handle(frame []byte) {
+	now := time.Now()
+	if now.Sub(c.rd.lastActivity) >= activityEvery {
+		c.rd.lastActivity = now
+		c.h.cfg.Presence.Activity(c.id.Workspace, c.id.Agent)
+	}
+	if !c.allow(now) {
+		_, id, _ := decodeRequest(frame)
+		c.h.obs.Rejected(RejectRateLimited)
+		c.reply(id, nil, &replyError{Code: codeRateLimited, Message: "too many requests; slow down"})
+		if countInWindow(&c.rd.refused, &c.rd.refusedSince, now) >= maxRefused {
+			c.shut(CloseRateLimited, "rate limited", true)
+		}
+		return
+	}
+
+	req, id, rerr := decodeRequest(frame)
+	if rerr != nil {
+		c.reply(id, nil, rerr)
+		c.badRequest(now)
+		return
+	}
+	op, ok := operations[req.Op]
+	if !ok {
+		c.reply(id, nil, &replyError{Code: codeUnknownOp, Message: "no operation " + quoteShort(req.Op)})
+		c.badRequest(now)
+		return
+	}
+	if op.admin && c.id.Role != queues.RoleAdmin {
+		c.h.obs.Rejected(RejectRole)
+		c.reply(id, nil, &replyError{Code: codeForbidden, Message: req.Op + " is for admins"})
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, reqTimeout)
+	result, err := op.fn(c, ctx, req)
+	cancel()
+	if err != nil {
+		re, clientFault := errorFor(err)
+		if !clientFault {
+			c.h.log.Warn("request failed", "ws", c.id.Workspace, "agent", c.id.Agent, "op", req.Op, "err", err)
+		}
+		if re.Code == codeForbidden {
+			c.h.obs.Rejected(RejectRole)
+		}
+		c.reply(id, nil, re)
+		return
+	}
+	c.reply(id, result, nil)
+	if op.after != nil {
+		op.after(c, req)
+	}
+}
+
+// allow takes one token from the connection's request bucket.
+func (c *conn) allow(now time.Time) bool {
+	c.rd.tokens = min(reqBurst, c.rd.tokens+now.Sub(c.rd.tokensAt).Seconds()*reqRate)
+	c.rd.tokensAt = now
+	if c.rd.tokens < 1 {
+		return false
+	}
+	c.rd.tokens--
+	return true
+}
+
+// badRequest counts a malformed request; a flood of them closes the socket
+// with 1008.
+func (c *conn) badRequest(now time.Time) {
+	if countInWindow(&c.rd.bad, &c.rd.badSince, now) >= maxBad {
+		c.shut(websocket.StatusPolicyViolation, "too many bad requests", true)
+	}
+}
+
+// countInWindow counts one more occurrence in a window of limitWindow that
+// starts with the first occurrence, and returns the window's count.
+func countInWindow(n *int, since *time.Time, now time.Time) int {
+	if now.Sub(*since) > limitWindow {
+		*n, *since = 0, now
+	}
+	*n++
+	return *n
+}
+
+// reply queues the answer to a request. A subscribe's reply also activates
+// its view, in the same critical section.
+func (c *conn) reply(id json.RawMessage, result any, rerr *replyError) {
+	msg := replyMsg{Type: typeReply, ID: id, OK: rerr == nil, Result: result, Error: rerr}
+	if rerr == nil && result == nil {
+		msg.Result = emptyResult{}
+	}
+	b, err := json.Marshal(&msg)
+	if err != nil {
+		c.h.log.Error("encode reply", "ws", c.id.Workspace, "agent", c.id.Agent, "err", err)
+		b, _ = json.Marshal(&replyMsg{Type: typeReply, ID: id, Error: &replyError{Code: codeInternal, Message: "could not encode the result"}})
+		if act := c.rd.activate; act != nil {
+			c.rd.activate = nil
+			c.dropView(act.view)
+		}
+	}
+	if act := c.rd.activate; act != nil {
+		c.rd.activate = nil
+		c.activate(act, b)
+		return
+	}
+	c.enqueue(outMsg{b: b})
+}
+
+// activate makes a subscribed view live and queues its reply before every
+// event the reply does not cover.
+func (c *conn) activate(act *activation, reply []byte) {
+	c.mu.Lock()
+	if c.closing || c.finished {
+		c.mu.Unlock()
+		return
+	}
+	act.view.floor = act.floor
+	act.view.pending = false
+	c.q.place(outMsg{b: reply}, act.floor)
+	c.held = false
+	start := c.kickLocked()
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop() // ends when the queue is drained
+	}
+}
+
+// dropView removes a view whose subscribe failed, and what was queued for
+// it alone.
+func (c *conn) dropView(v *view) {
+	c.mu.Lock()
+	c.views = slices.DeleteFunc(c.views, func(x *view) bool { return x == v })
+	c.q.dropViewOnly()
+	c.held = false
+	start := c.kickLocked()
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop() // ends when the queue is drained
+	}
+}
+
+// quoteShort quotes a client-supplied string for an error message, cut to
+// a sane length.
+func quoteShort(s string) string {
+	const max = 40
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}

@@ -1,0 +1,282 @@
+package hub
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/presencehub/presencehub/queues"
+)
+
+// Connection lifecycle: slow consumers, liveness, limits, closes.
+
+// bigEvents are agent events padded to size bytes, seqs from seq on. They
+// are published straight to the hub: the test is about the transport, and
+// filling socket buffers with real commits would take tens of thousands.
+func bigEvents(seq uint64, n, size int) []queues.Event {
+	out := make([]queues.Event, n)
+	for i := range out {
+		s := seq + uint64(i)
+		wire := fmt.Appendf(nil, `{"type":"event","seq":%d,"kind":"agent","actor":{"role":"system"},"agent_record":{"id":"pad","name":"%s","role":"agent","status":"offline"}}`,
+			s, strings.Repeat("x", size))
+		out[i] = queues.Event{Seq: s, Kind: queues.EventAgent, Wire: wire}
+	}
+	return out
+}
+
+func TestSlowConsumerClosedOthersFlow(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.SendQueue = 16 })
+	e.workspace("acme", queues.SettingsPatch{})
+	fast := e.connect("acme", "al")
+
+	// A client that reads its hello, then stops reading.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	slowConn, _, err := websocket.Dial(ctx, e.wsURL(token(t, "acme", "bea", queues.RoleAgent, time.Hour)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slowConn.CloseNow()
+	slowConn.SetReadLimit(-1)
+	if _, _, err := slowConn.Read(ctx); err != nil {
+		t.Fatalf("hello: %v", err)
+	}
+
+	// Publish 64 KiB events, a few at a time, until the stalled client's
+	// socket buffers fill and its queue overflows.
+	seq := e.store.Head("acme") + 1000
+	published := 0
+	eventually(t, 20*time.Second, func() bool {
+		e.hub.Publish("acme", bigEvents(seq+uint64(published), 4, 64<<10))
+		published += 4
+		return e.obs.slow.Load() > 0
+	}, "no slow consumer after %d events of 64 KiB", published)
+	t.Logf("slow consumer after %d events of 64 KiB", published)
+
+	// The stalled client, reading again, finds everything up to the
+	// close, then 4008. It reads at once: its close frame waits behind the
+	// write in progress, which has WriteTimeout to finish.
+	closed := make(chan error, 1)
+	go func() { // ends when the hub closes the socket
+		var err error
+		for err == nil {
+			_, _, err = slowConn.Read(context.Background())
+		}
+		closed <- err
+	}()
+
+	// The reading client got every event, and keeps getting the store's.
+	eventually(t, 10*time.Second, func() bool {
+		return len(fast.events(func(ev eventMsg) bool { return ev.Seq >= seq })) == published
+	}, "the reading client did not get all %d events", published)
+	c := e.inbound("acme", "c1", "email")
+	fast.ok("subscribe", map[string]any{"view": "v", "queue": "new"}, nil)
+	fast.ok("assign", map[string]any{"conv": "c1", "agent": "al", "version": c.Version}, nil)
+	fast.waitEvent("c1 assigned", isConv("c1"))
+
+	select {
+	case err := <-closed:
+		if code := websocket.CloseStatus(err); code != CloseSlowConsumer {
+			t.Errorf("stalled client: got %v (code %d), want close 4008", err, code)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the slow consumer's socket is still open")
+	}
+	eventually(t, 5*time.Second, func() bool { return e.hub.Connections() == 1 }, "the slow consumer is still registered")
+}
+
+func TestSilentClientClosedWithinPongTimeout(t *testing.T) {
+	const ping, pong = 100 * time.Millisecond, 300 * time.Millisecond
+	e := newEnv(t, func(c *Config) { c.PingInterval, c.PongTimeout = ping, pong })
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al") // reads, so it answers pings
+
+	// A client that never reads answers no ping.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	silent, _, err := websocket.Dial(ctx, e.wsURL(token(t, "acme", "bea", queues.RoleAgent, time.Hour)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.CloseNow()
+	opened := time.Now()
+	eventually(t, 5*time.Second, func() bool { return e.hub.Connections() == 2 }, "bea not connected")
+	eventually(t, 3*time.Second, func() bool { return e.hub.Connections() == 1 }, "the silent client is still connected")
+	took := time.Since(opened)
+	t.Logf("silent client closed %v after connecting (ping %v, timeout %v)", took.Round(time.Millisecond), ping, pong)
+	if took < pong {
+		t.Errorf("closed after %v, before the %v pong timeout", took, pong)
+	}
+	if took > pong+time.Second {
+		t.Errorf("closed after %v, want within about %v", took, pong)
+	}
+	// It counts as a disconnect: bea goes offline after the grace.
+	al.waitEventWithin(testGrace+slack, "bea offline", isPresence("bea", queues.StatusOffline))
+	// The reading client is alive and well, past many pings.
+	never(t, 4*pong, func() bool { return e.hub.Connections() != 1 }, "the reading client was closed")
+	al.ok("settings", nil, nil)
+}
+
+func TestOversizedFrameCloses1009(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+	al.send(`{"id":1,"op":"activity","pad":"` + strings.Repeat("x", DefaultMaxFrame) + `"}`)
+	if code := al.closed(5 * time.Second); code != websocket.StatusMessageTooBig {
+		t.Errorf("close: got %d, want 1009", code)
+	}
+	eventually(t, time.Second, func() bool { return e.obs.rejections(RejectTooBig) == 1 }, "too_big not counted")
+}
+
+func TestMalformedRequestsGetErrorReplies(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+
+	al.send(`this is not json`)
+	if r := al.reply("null"); r.OK || r.Error.Code != codeBadRequest {
+		t.Errorf("not JSON: got %s, want bad_request", r.raw)
+	}
+	al.send(`{"id":"x1","op":"assign","version":"six"}`)
+	if r := al.reply(`"x1"`); r.OK || r.Error.Code != codeBadRequest || !strings.Contains(r.Error.Message, "version") {
+		t.Errorf("wrong type: got %s, want bad_request naming version", r.raw)
+	}
+	al.send(`{"id":"x2"}`)
+	if r := al.reply(`"x2"`); r.OK || r.Error.Code != codeBadRequest {
+		t.Errorf("no op: got %s, want bad_request", r.raw)
+	}
+	al.fails("teleport", nil, codeUnknownOp)
+	al.fails("assign", map[string]any{"agent": "al"}, codeInvalid)
+	al.fails("subscribe", map[string]any{"view": "v", "queue": "resolved"}, codeInvalid)
+	al.fails("page", map[string]any{"queue": "new", "limit": 501}, codeInvalid)
+	al.fails("status", map[string]any{"status": "asleep"}, codeInvalid)
+	al.fails("boomerang", map[string]any{"conv": "c1", "preset": "1h", "in": 60}, codeInvalid)
+
+	// The socket lives on.
+	var s settingsResult
+	al.ok("settings", nil, &s)
+	if s.Settings.OfflineGrace != int(testGrace/time.Second) {
+		t.Errorf("settings: got grace %d, want %d", s.Settings.OfflineGrace, int(testGrace/time.Second))
+	}
+	if n := e.hub.Connections(); n != 1 {
+		t.Errorf("connections: got %d, want 1", n)
+	}
+}
+
+func TestFloodOfBadRequestsCloses1008(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+	for i := range maxBad {
+		al.send(fmt.Sprintf(`{"id":%d,"op":"nope"}`, i))
+	}
+	if code := al.closed(5 * time.Second); code != websocket.StatusPolicyViolation {
+		t.Errorf("close: got %d, want 1008", code)
+	}
+	replies := 0
+	for _, m := range al.all() {
+		if m.Type == typeReply {
+			replies++
+		}
+	}
+	if got := replies; got != maxBad {
+		t.Errorf("replies before the close: got %d, want %d", got, maxBad)
+	}
+}
+
+func TestBinaryFrameCloses1008(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+	if err := al.conn.Write(context.Background(), websocket.MessageBinary, []byte{1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	if code := al.closed(5 * time.Second); code != websocket.StatusPolicyViolation {
+		t.Errorf("close: got %d, want 1008", code)
+	}
+}
+
+func TestRateLimit(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+	n := reqBurst + maxRefused + 20
+	var frames []string
+	for i := range n {
+		frames = append(frames, fmt.Sprintf(`{"id":%d,"op":"activity"}`, i))
+	}
+	for _, f := range frames {
+		if err := al.conn.Write(context.Background(), websocket.MessageText, []byte(f)); err != nil {
+			break // closed under us: fine
+		}
+	}
+	code := al.closed(5 * time.Second)
+	limited := 0
+	for _, m := range al.all() {
+		if m.Type == typeReply && !m.OK && m.Error.Code == codeRateLimited {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Errorf("no rate_limited replies to %d requests at once", n)
+	}
+	if code != CloseRateLimited {
+		t.Errorf("close: got %d, want 4029", code)
+	}
+	if e.obs.rejections(RejectRateLimited) != limited {
+		t.Errorf("rate_limited counted %d times, replied %d", e.obs.rejections(RejectRateLimited), limited)
+	}
+}
+
+func TestLogoutClosesEveryTab(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+	tab1 := e.connect("acme", "bea")
+	tab2 := e.connect("acme", "bea")
+	al.waitEvent("bea online", isPresence("bea", queues.StatusOnline))
+
+	r := tab1.req("logout", nil)
+	if !r.OK {
+		t.Fatalf("logout: got %s", r.raw)
+	}
+	for _, c := range []*client{tab1, tab2} {
+		if code := c.closed(5 * time.Second); code != CloseLoggedOut {
+			t.Errorf("close: got %d, want 4001", code)
+		}
+	}
+	ev := al.waitEvent("bea offline", isPresence("bea", queues.StatusOffline))
+	if ev.Presence.Reason != "logout" {
+		t.Errorf("reason: got %s, want logout", ev.Presence.Reason)
+	}
+}
+
+func TestForceOffline(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	admin := e.connect("acme", "admin1")
+	bea := e.connect("acme", "bea")
+	admin.waitEvent("bea online", isPresence("bea", queues.StatusOnline))
+	admin.fails("force_offline", map[string]any{"agent": "nobody"}, codeNotFound)
+	admin.ok("force_offline", map[string]any{"agent": "bea"}, nil)
+	if code := bea.closed(5 * time.Second); code != CloseLoggedOut {
+		t.Errorf("close: got %d, want 4001", code)
+	}
+	admin.waitEvent("bea offline", isPresence("bea", queues.StatusOffline))
+	admin.ok("settings", nil, nil) // the admin's own socket is untouched
+}
+
+func TestTokenExpiryCloses4002(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	// JWT exp has whole seconds: the token ends within 1 to 2 s.
+	al := e.dial(token(t, "acme", "al", queues.RoleAgent, 2*time.Second))
+	al.hello()
+	if code := al.closed(4 * time.Second); code != CloseTokenExpired {
+		t.Errorf("close: got %d, want 4002", code)
+	}
+}

@@ -1,0 +1,301 @@
+package hub
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/presencehub/presencehub/queues"
+)
+
+// The wire types of docs/protocol.md. Events are encoded once by the store
+// (queues.Event.Wire); everything else the hub encodes itself.
+
+// Subprotocol is the WebSocket subprotocol the hub echoes when a client
+// offers it.
+const Subprotocol = "presencehub.v1"
+
+// protocolVersion is hello.v.
+const protocolVersion = 1
+
+// Message types: the "type" of every hub message.
+const (
+	typeHello = "hello"
+	typeReply = "reply"
+	typeEvent = "event"
+)
+
+// helloMsg is the hub's first message on every connection: the workspace's
+// state as of Seq.
+type helloMsg struct {
+	Type          string                   `json:"type"`
+	V             int                      `json:"v"`
+	Seq           uint64                   `json:"seq"`
+	Me            queues.Agent             `json:"me"`
+	Agents        []queues.Agent           `json:"agents"`
+	Settings      queues.Settings          `json:"settings"`
+	Notifications queues.NotificationGroup `json:"notifications"`
+	Channels      []string                 `json:"channels"`
+	Limits        limitsMsg                `json:"limits"`
+	Resumed       bool                     `json:"resumed"`
+	Resync        bool                     `json:"resync"`
+	// Missed holds the events' wire bytes as the store encoded them.
+	Missed []json.RawMessage `json:"missed"`
+}
+
+// limitsMsg tells a client the limits it must respect.
+type limitsMsg struct {
+	MaxFrame int64 `json:"max_frame"`
+	PageMax  int   `json:"page_max"`
+}
+
+// replyMsg answers one request; ID is the request's id, verbatim (null when
+// the request had none a reply could echo).
+type replyMsg struct {
+	Type   string          `json:"type"`
+	ID     json.RawMessage `json:"id"`
+	OK     bool            `json:"ok"`
+	Result any             `json:"result,omitempty"`
+	Error  *replyError     `json:"error,omitempty"`
+}
+
+// replyError is the error of a failed request. Code is one of the code*
+// constants; Field names the offending field of an invalid request.
+type replyError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func (e *replyError) Error() string { return e.Code + ": " + e.Message }
+
+// eventMsg is the wire shape of an event: the store's Event with its type.
+// The hub never encodes events per recipient; this type is how an event is
+// encoded when a Backend publishes one without Wire, and how tests and
+// clients written in Go decode one.
+type eventMsg struct {
+	Type string `json:"type"`
+	queues.Event
+}
+
+// Error codes of docs/protocol.md.
+const (
+	codeBadRequest  = "bad_request"
+	codeInvalid     = "invalid"
+	codeUnknownOp   = "unknown_op"
+	codeNotFound    = "not_found"
+	codeConflict    = "conflict"
+	codeForbidden   = "forbidden"
+	codeRateLimited = "rate_limited"
+	codeUnavailable = "unavailable"
+	codeInternal    = "internal"
+)
+
+func badRequest(format string, args ...any) *replyError {
+	return &replyError{Code: codeBadRequest, Message: fmt.Sprintf(format, args...)}
+}
+
+func invalidField(field, format string, args ...any) *replyError {
+	return &replyError{Code: codeInvalid, Field: field, Message: field + ": " + fmt.Sprintf(format, args...)}
+}
+
+// request is any client request: the fields of every operation, each read
+// by the operations that use it and ignored by the others.
+type request struct {
+	// ID is kept as the client sent it (a string or a number) and echoed.
+	ID json.RawMessage `json:"id"`
+	Op string          `json:"op"`
+
+	View   string         `json:"view"`
+	Queue  queues.Queue   `json:"queue"`
+	Filter *queues.Filter `json:"filter"`
+	Limit  int            `json:"limit"`
+	Since  *uint64        `json:"since"`
+	Cursor string         `json:"cursor"`
+
+	Conv      string `json:"conv"`
+	Agent     string `json:"agent"`
+	Version   uint64 `json:"version"`
+	Text      string `json:"text"`
+	MessageID string `json:"message_id"`
+
+	Preset string     `json:"preset"`
+	In     *int64     `json:"in"`
+	At     *time.Time `json:"at"`
+
+	Status   string                `json:"status"`
+	UpTo     uint64                `json:"up_to"`
+	Settings *queues.SettingsPatch `json:"settings"`
+}
+
+// maxIDBytes bounds a request id: it is echoed in the reply.
+const maxIDBytes = 128
+
+// nullID is the id of a reply to a request whose own id cannot be echoed.
+var nullID = json.RawMessage("null")
+
+// decodeRequest parses one client frame. On failure it still returns the
+// id to answer with, when the frame had a usable one.
+func decodeRequest(b []byte) (*request, json.RawMessage, *replyError) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		if !json.Valid(b) {
+			return nil, nullID, badRequest("not JSON")
+		}
+		return nil, nullID, badRequest("not a JSON object")
+	}
+	var req request
+	err := json.Unmarshal(b, &req)
+	id := usableID(req.ID)
+	if err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, id, badRequest("%s: wrong type: %s, want %s", te.Field, te.Value, jsonKind(te.Type.Kind().String()))
+		}
+		return nil, nullID, badRequest("not JSON")
+	}
+	if len(req.ID) == 0 || bytes.Equal(req.ID, nullID) {
+		return nil, nullID, badRequest("missing id")
+	}
+	if id == nil {
+		return nil, nullID, badRequest("id: must be a string or a number of at most %d bytes", maxIDBytes)
+	}
+	if req.Op == "" {
+		return nil, id, badRequest("missing op")
+	}
+	req.ID = id
+	return &req, id, nil
+}
+
+// usableID returns raw if it is a string or a number short enough to echo,
+// else nil.
+func usableID(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 || len(raw) > maxIDBytes {
+		return nil
+	}
+	switch c := raw[0]; {
+	case c == '"', c == '-', c >= '0' && c <= '9':
+		// Copy: raw points into the frame, which is not kept.
+		return bytes.Clone(raw)
+	}
+	return nil
+}
+
+// jsonKind names a Go kind the way a JSON client thinks of it.
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "bool":
+		return "true or false"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "float32", "float64":
+		return "a number"
+	case "slice", "array":
+		return "an array"
+	case "struct", "map", "ptr":
+		return "an object"
+	}
+	return goKind
+}
+
+// errorFor maps an error of the store (or of the hub's own checks) to the
+// reply error a client sees. The second result is false for errors that
+// are not the client's doing; their details stay in the log.
+func errorFor(err error) (*replyError, bool) {
+	var re *replyError
+	if errors.As(err, &re) {
+		return re, true
+	}
+	var inv *queues.InvalidError
+	switch {
+	case errors.As(err, &inv):
+		return &replyError{Code: codeInvalid, Field: inv.Field, Message: inv.Error()}, true
+	case errors.Is(err, queues.ErrNotFound):
+		return &replyError{Code: codeNotFound, Message: err.Error()}, true
+	case errors.Is(err, queues.ErrConflict):
+		var stale *queues.StaleError
+		if errors.As(err, &stale) {
+			return &replyError{Code: codeConflict, Message: stale.Error()}, true
+		}
+		return &replyError{Code: codeConflict, Message: err.Error()}, true
+	case errors.Is(err, queues.ErrForbidden):
+		return &replyError{Code: codeForbidden, Message: err.Error()}, true
+	case errors.Is(err, queues.ErrInvalid):
+		return &replyError{Code: codeInvalid, Message: err.Error()}, true
+	case errors.Is(err, queues.ErrUnavailable):
+		return &replyError{Code: codeUnavailable, Message: "the store cannot take requests right now; retry later"}, false
+	}
+	return &replyError{Code: codeInternal, Message: "internal error"}, false
+}
+
+// Results of the operations (the "result" of an ok reply).
+
+// subscribePage answers subscribe without since, or with since when the
+// view must be reloaded (Resync).
+type subscribePage struct {
+	View   string                `json:"view"`
+	Seq    uint64                `json:"seq"`
+	Items  []queues.Conversation `json:"items"`
+	Next   string                `json:"next,omitempty"`
+	Counts queues.Counts         `json:"counts"`
+	Resync bool                  `json:"resync,omitempty"`
+}
+
+// subscribeResumed answers subscribe with since: the view's events after
+// since, up to Seq.
+type subscribeResumed struct {
+	View    string            `json:"view"`
+	Seq     uint64            `json:"seq"`
+	Resumed bool              `json:"resumed"`
+	Events  []json.RawMessage `json:"events"`
+}
+
+// convResult answers a change of one conversation: the conversation after
+// it and the sequence number of the change's last event.
+type convResult struct {
+	Conv queues.Conversation `json:"conv"`
+	Seq  uint64              `json:"seq"`
+}
+
+type conversationResult struct {
+	Conv     queues.Conversation `json:"conv"`
+	History  []queues.AuditEntry `json:"history"`
+	Messages []queues.Message    `json:"messages"`
+}
+
+type historyResult struct {
+	History []queues.AuditEntry `json:"history"`
+}
+
+type statusResult struct {
+	Status string `json:"status"`
+}
+
+type readResult struct {
+	Read int `json:"read"`
+}
+
+type settingsResult struct {
+	Settings queues.Settings `json:"settings"`
+}
+
+type releasedResult struct {
+	Released int `json:"released"`
+}
+
+type entriesResult struct {
+	Entries []queues.AdminLogEntry `json:"entries"`
+}
+
+// emptyResult is the {} of operations that only succeed or fail.
+type emptyResult struct{}
+
+// nonNil makes a nil slice encode as [] rather than null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
