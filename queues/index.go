@@ -174,38 +174,37 @@ func (q *queueIndex) remove(c *convRec) {
 	}
 }
 
-// buildQueueIndex builds an index in O(n log n) from unsorted conversations
-// (start-up).
+// buildQueueIndex builds an index from unsorted conversations (start-up):
+// one sort, then every set is cut from the sorted run in O(n).
 func buildQueueIndex(convs []*convRec) *queueIndex {
-	all := make([]ientry, len(convs))
-	for i, c := range convs {
-		all[i] = entryOf(c)
+	type owned struct {
+		e     ientry
+		owner string
 	}
-	slices.SortFunc(all, func(a, b ientry) int {
-		if a.before(b) {
+	all := make([]owned, len(convs))
+	for i, c := range convs {
+		all[i] = owned{entryOf(c), c.Owner}
+	}
+	slices.SortFunc(all, func(a, b owned) int {
+		if a.e.before(b.e) {
 			return -1
 		}
-		if b.before(a) {
+		if b.e.before(a.e) {
 			return 1
 		}
 		return 0
 	})
-	owner := make(map[string]string, len(convs))
-	for _, c := range convs {
-		if c.Owner != "" {
-			owner[c.ID] = c.Owner
-		}
-	}
-	var owned []ientry
+	sorted := make([]ientry, len(all))
+	var ownedSet []ientry
 	per := map[string][]ientry{}
-	for _, e := range all {
-		o := owner[e.id]
-		if o != "" {
-			owned = append(owned, e)
+	for i, o := range all {
+		sorted[i] = o.e
+		if o.owner != "" {
+			ownedSet = append(ownedSet, o.e)
 		}
-		per[o] = append(per[o], e)
+		per[o.owner] = append(per[o.owner], o.e)
 	}
-	q := &queueIndex{all: newSortedSet(all), owned: newSortedSet(owned), byOwner: make(map[string]*sortedSet, len(per))}
+	q := &queueIndex{all: newSortedSet(sorted), owned: newSortedSet(ownedSet), byOwner: make(map[string]*sortedSet, len(per))}
 	for o, es := range per {
 		q.byOwner[o] = newSortedSet(es)
 	}

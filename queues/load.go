@@ -83,7 +83,10 @@ func (s *Store) load() error {
 const slabSize = 4096
 
 func (s *Store) loadConvs(txn *badger.Txn) error {
-	type pending struct{ byQueue [3][]*convRec }
+	type pending struct {
+		n       int
+		byQueue [3][]*convRec
+	}
 	per := map[*workspace]*pending{}
 	var (
 		slab   []convRec
@@ -111,38 +114,53 @@ func (s *Store) loadConvs(txn *badger.Txn) error {
 				per[w] = p
 			}
 		}
-		w.convs[c.ID] = c
 		i := queueIdx(c.Queue)
 		p.byQueue[i] = append(p.byQueue[i], c)
+		p.n++
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	// Index building is sorting: spread the queues over the cores.
+	// Filling each workspace's map (sized once, no rehashing) and sorting
+	// each queue's index are independent: spread them over the cores.
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	spawn := func(fn func()) {
+		wg.Add(1)
+		sem <- struct{}{}
+		// Ends when fn is done; loadConvs waits for all of them.
+		go func() {
+			defer wg.Done()
+			fn()
+			<-sem
+		}()
+	}
 	for w, p := range per {
+		spawn(func() {
+			convs := make(map[string]*convRec, p.n)
+			for _, q := range p.byQueue {
+				for _, c := range q {
+					convs[c.ID] = c
+				}
+			}
+			w.convs = convs
+		})
 		for i := range p.byQueue {
-			wg.Add(1)
-			sem <- struct{}{}
-			// Ends when this queue's index is built; load waits for all.
-			go func() {
-				defer wg.Done()
-				w.queues[i] = buildQueueIndex(p.byQueue[i])
-				<-sem
-			}()
+			spawn(func() { w.queues[i] = buildQueueIndex(p.byQueue[i]) })
 		}
 	}
 	wg.Wait()
 	return nil
 }
 
-// loadPrefix calls fn for every key and value under p.
+// loadPrefix calls fn for every key and value under p. Values are read in
+// place, not prefetched: prefetching copies every value once more, and the
+// decoders copy what they keep anyway.
 func loadPrefix(txn *badger.Txn, p []byte, fn func(k, v []byte) error) error {
 	o := badger.DefaultIteratorOptions
 	o.Prefix = p
-	o.PrefetchSize = 1000
+	o.PrefetchValues = false
 	it := txn.NewIterator(o)
 	defer it.Close()
 	for it.Seek(p); it.ValidForPrefix(p); it.Next() {
