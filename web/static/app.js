@@ -55,6 +55,16 @@ function tokenProblem(token) {
   return "";
 }
 
+// signedOutMessage explains a 4001 close from its reason: the agent's own
+// logout, idle logout, or an admin forcing them offline.
+function signedOutMessage(reason = "") {
+  const r = reason.toLowerCase();
+  if (r.includes("forced")) return "An admin signed you out.";
+  if (r.includes("idle")) return "You were signed out after being idle.";
+  if (r === "" || r === "logged out" || r === "logout") return "You are signed out.";
+  return `You were signed out (${reason}).`;
+}
+
 // --- the sign-in screen ------------------------------------------------------
 
 let app = null; // the running console, once signed in
@@ -270,9 +280,7 @@ function start(token) {
   client.on("state", (s) => {
     renderConn();
     if (s.status === "logged_out") {
-      // The close reason says whether it was this agent, idle logout or an
-      // admin; the hub keeps it short and human.
-      showLogin(s.reason ? `You are signed out: ${s.reason}.` : "You are signed out.", { again: true });
+      showLogin(signedOutMessage(s.reason), { again: true });
     }
     if (s.status === "token_expired") toast("Your session has expired. Sign in again with a new token.", "error");
   });
