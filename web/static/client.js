@@ -29,6 +29,22 @@
  *     if (err.code === "conflict") reload();
  *   }
  *
+ * Methods of Client:
+ *
+ *   connect()                  open (and keep open) the connection
+ *   request(op, fields, {timeout}) → Promise<result>   any operation
+ *   view({queue, filter, limit}) → View                 a live queue list
+ *   activity()                 signal activity (sent at most every 30 s)
+ *   markNotificationsRead(upTo) mark read up to a seq (0 = all)
+ *   logout()                   log out; the hub then closes with 4001
+ *   agent(id)                  the agent record (or a stand-in)
+ *   setToken(token)            new token; reconnects after 4001 / 4002
+ *   reconnectNow()             skip the rest of a backoff wait
+ *   close()                    close for good
+ *
+ * Methods of View: setFilter(filter), loadMore(), close(), matches(state);
+ * fields items, counts, status, next, seq.
+ *
  * What the client keeps for you, updated from `hello` and from events:
  * `me`, `agents` (a Map by id), `settings`, `channels`, `limits`,
  * `notifications` (the grouped unread list) and `seq` (the highest

@@ -105,6 +105,8 @@ function statusLine(a) {
   const name = STATUS_NAMES[a.status] || a.status;
   if (a.status === "away" && a.manual_away) return "Away";
   if (a.status === "away") return "Away (idle)";
-  if (a.status === "offline" && a.status_since) return `Offline · ${relative(a.status_since)}`;
+  if (a.status === "offline" && a.status_since) {
+    return ["Offline · ", h("span", { dataset: { rel: a.status_since } }, relative(a.status_since))];
+  }
   return name;
 }
