@@ -1,0 +1,316 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/presencehub/presencehub/hub"
+	"github.com/presencehub/presencehub/queues"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testSecret = "test-secret-0123456789abcdef"
+
+func envOf(m map[string]string) lookupEnv {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestParseServeFlagsEnvDefaults(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    func(serveConfig) bool
+		wantErr string
+	}{
+		{
+			name: "defaults with secret from env",
+			env:  map[string]string{"PRESENCEHUB_SECRET": testSecret},
+			want: func(c serveConfig) bool {
+				return c.Addr == "127.0.0.1:8080" && c.Data == "./data" && c.Durable && !c.Demo &&
+					c.PublicURL == "http://127.0.0.1:8080"
+			},
+		},
+		{
+			name: "flag wins over env",
+			args: []string{"-addr", "127.0.0.1:9000", "-secret", testSecret},
+			env:  map[string]string{"PRESENCEHUB_ADDR": "127.0.0.1:7000", "PRESENCEHUB_DURABLE": "false"},
+			want: func(c serveConfig) bool { return c.Addr == "127.0.0.1:9000" && !c.Durable },
+		},
+		{
+			name: "origins and log level",
+			args: []string{"-secret", testSecret, "-origins", "a.example.com, *.b.example.com", "-log-level", "debug"},
+			want: func(c serveConfig) bool {
+				return len(c.Origins) == 2 && c.Origins[1] == "*.b.example.com" && c.LogLevel.String() == "DEBUG"
+			},
+		},
+		{name: "no secret", wantErr: "secret"},
+		{name: "short secret", args: []string{"-secret", "short"}, wantErr: "at least 16"},
+		{name: "bad env bool", env: map[string]string{"PRESENCEHUB_SECRET": testSecret, "PRESENCEHUB_DURABLE": "maybe"}, wantErr: "PRESENCEHUB_DURABLE"},
+		{name: "bad log level", args: []string{"-secret", testSecret, "-log-level", "loud"}, wantErr: "log-level"},
+		{name: "stray argument", args: []string{"-secret", testSecret, "extra"}, wantErr: "unexpected argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseServe(tt.args, envOf(tt.env), io.Discard)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got error %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("got error %v, want none", err)
+			}
+			if !tt.want(c) {
+				t.Fatalf("got config %+v", c)
+			}
+		})
+	}
+}
+
+func TestTokenCommandMintsVerifiableToken(t *testing.T) {
+	var out bytes.Buffer
+	err := token([]string{"-ws", "acme", "-sub", "bea", "-name", "Bea Chen", "-role", "admin", "-ttl", "1h",
+		"-link", "http://127.0.0.1:8080"}, envOf(map[string]string{"PRESENCEHUB_SECRET": testSecret}), &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("got %d lines, want token and link:\n%s", len(lines), out.String())
+	}
+	v, err := hub.NewVerifier([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := v.Verify(lines[0])
+	if err != nil {
+		t.Fatalf("minted token does not verify: %v", err)
+	}
+	if id.Workspace != "acme" || id.Agent != "bea" || id.Name != "Bea Chen" || id.Role != queues.RoleAdmin {
+		t.Fatalf("got identity %+v", id)
+	}
+	if want := "http://127.0.0.1:8080/#token=" + lines[0]; lines[1] != want {
+		t.Fatalf("got link %q, want %q", lines[1], want)
+	}
+
+	for _, args := range [][]string{
+		{"-ws", "acme"},                             // no sub
+		{"-ws", "acme", "-sub", "x", "-role", "god"}, // bad role
+		{"-ws", "acme", "-sub", "x", "-ttl", "-1h"},  // bad ttl
+		{"-ws", "acme/x", "-sub", "x"},              // bad id
+	} {
+		if err := token(args, envOf(map[string]string{"PRESENCEHUB_SECRET": testSecret}), io.Discard, io.Discard); err == nil {
+			t.Errorf("token %v: got no error, want one", args)
+		}
+	}
+}
+
+func TestRunUnknownCommand(t *testing.T) {
+	if err := run(context.Background(), []string{"frobnicate"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("got no error for an unknown command")
+	}
+	if err := run(context.Background(), nil, io.Discard, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("got %v with no command, want flag.ErrHelp", err)
+	}
+}
+
+// lockedBuffer collects serve's stdout, which serve writes from its own
+// goroutine while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startServe runs `serve` in-process on a free loopback port and returns its
+// base URL and a stop function that waits for a clean shutdown.
+func startServe(t *testing.T, dir string, demo bool) (base string, out *lockedBuffer, stop func()) {
+	t.Helper()
+	cfg, err := parseServe([]string{"-addr", "127.0.0.1:0", "-data", dir, "-secret", testSecret,
+		"-durable=false", "-log-level", "error", "-drain", "5s"}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Demo = demo
+	ctx, cancel := context.WithCancel(context.Background())
+	out = &lockedBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, out, io.Discard) }() // ends when ctx is cancelled
+	re := regexp.MustCompile(`listening on (http://\S+)`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m := re.FindStringSubmatch(out.String()); m != nil {
+			base = m[1]
+			break
+		}
+		select {
+		case err := <-done:
+			cancel()
+			t.Fatalf("serve returned before listening: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatal("serve did not start listening within 10s")
+		}
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("serve: %v", err)
+				}
+			case <-time.After(15 * time.Second):
+				t.Error("serve did not shut down within 15s")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return base, out, stop
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// TestServeDemoEndToEnd starts the server the way `make run` does, follows a
+// printed console link's token onto the WebSocket, checks every endpoint,
+// and restarts on the same data directory.
+func TestServeDemoEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	base, out, stop := startServe(t, dir, true)
+
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/"} {
+		if code, body := get(t, base+path); code != http.StatusOK {
+			t.Errorf("GET %s: got %d %q, want 200", path, code, body)
+		}
+	}
+	if _, body := get(t, base+"/metrics"); !strings.Contains(body, "presencehub_conversations") {
+		t.Errorf("metrics lack presencehub_conversations:\n%.500s", body)
+	}
+
+	// The printed links carry working tokens for Al, Bea and Ann.
+	links := regexp.MustCompile(`#token=(\S+)`).FindAllStringSubmatch(out.String(), -1)
+	if len(links) != 3 {
+		t.Fatalf("got %d console links, want 3:\n%s", len(links), out.String())
+	}
+	hello := dialHello(t, base, links[0][1])
+	if hello.Me.ID != "al" || len(hello.Agents) != len(demoAgents) {
+		t.Fatalf("got hello for %q with %d agents, want al with %d", hello.Me.ID, len(hello.Agents), len(demoAgents))
+	}
+
+	// The demo has something in every queue.
+	for _, q := range []string{"new", "pending", "resolved"} {
+		code, body := apiGet(t, base, links[2][1], "/api/v1/conversations?queue="+q)
+		if code != http.StatusOK || !strings.Contains(body, `"id"`) {
+			t.Errorf("queue %s: got %d %.200s, want a non-empty page", q, code, body)
+		}
+	}
+	stop()
+
+	// A restart keeps the data and does not seed the demo twice.
+	base, _, stop = startServe(t, dir, true)
+	code, body := apiGet(t, base, links[2][1], "/api/v1/conversations?queue=new&limit=500")
+	if code != http.StatusOK {
+		t.Fatalf("after restart: got %d %s", code, body)
+	}
+	var page queues.Page
+	if err := json.Unmarshal([]byte(body), &page); err != nil {
+		t.Fatal(err)
+	}
+	wantNew := 0
+	for _, c := range demoConvs {
+		if c.queue == queues.QueueNew {
+			wantNew++
+		}
+	}
+	if page.Counts.Total != wantNew {
+		t.Fatalf("after restart: got %d new conversations, want %d", page.Counts.Total, wantNew)
+	}
+	stop()
+}
+
+type helloMsg struct {
+	Type   string         `json:"type"`
+	Seq    uint64         `json:"seq"`
+	Me     queues.Agent   `json:"me"`
+	Agents []queues.Agent `json:"agents"`
+}
+
+func dialHello(t *testing.T, base, token string) helloMsg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, strings.Replace(base, "http", "ws", 1)+"/ws?access_token="+token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(websocket.StatusNormalClosure, "")
+	_, data, err := c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h helloMsg
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 1<<20)
+	if !sc.Scan() {
+		t.Fatal("empty first frame")
+	}
+	if err := json.Unmarshal(sc.Bytes(), &h); err != nil || h.Type != "hello" {
+		t.Fatalf("first message %.200s: %v", sc.Bytes(), err)
+	}
+	return h
+}
+
+func apiGet(t *testing.T, base, token, path string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
