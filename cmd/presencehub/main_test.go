@@ -314,3 +314,123 @@ func apiGet(t *testing.T, base, token, path string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+func apiDo(t *testing.T, method, base, token, path, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func mint(t *testing.T, agent, name string, role queues.Role) string {
+	t.Helper()
+	tok, err := hub.Mint([]byte(testSecret), hub.Identity{Workspace: demoWorkspace, Agent: agent, Name: name, Role: role}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not true within %v", what, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func conversation(t *testing.T, base, token, id string) queues.Conversation {
+	t.Helper()
+	code, body := apiGet(t, base, token, "/api/v1/conversations/"+id)
+	if code != http.StatusOK {
+		t.Fatalf("GET conversation %s: got %d %s", id, code, body)
+	}
+	var r struct {
+		Conversation queues.Conversation `json:"conversation"`
+	}
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Conversation
+}
+
+func agentStatus(t *testing.T, base, token, id string) queues.Status {
+	t.Helper()
+	code, body := apiGet(t, base, token, "/api/v1/agents")
+	if code != http.StatusOK {
+		t.Fatalf("GET agents: got %d %s", code, body)
+	}
+	var r struct {
+		Agents []queues.Agent `json:"agents"`
+	}
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range r.Agents {
+		if a.ID == id {
+			return a.Status
+		}
+	}
+	t.Fatalf("agent %s not listed", id)
+	return ""
+}
+
+// TestRestartGivesOnlineAgentsAFreshGrace: Bea is online when the hub
+// stops. After the restart she is still online (her console has the grace to
+// reconnect, counted from start-up); when it passes without a reconnect she
+// goes offline and, with Remove Ownership on, her New conversations are
+// unowned while her Pending one keeps her.
+func TestRestartGivesOnlineAgentsAFreshGrace(t *testing.T) {
+	dir := t.TempDir()
+	base, _, stop := startServe(t, dir, true)
+	ann := mint(t, "ann", "Ann Admin", queues.RoleAdmin)
+	bea := mint(t, "bea", "Bea Chen", queues.RoleAgent)
+
+	if code, body := apiDo(t, http.MethodPatch, base, ann, "/api/v1/settings",
+		`{"remove_ownership":true,"offline_grace":3}`); code != http.StatusOK {
+		t.Fatalf("PATCH settings: got %d %s", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, strings.Replace(base, "http", "ws", 1)+"/ws?access_token="+bea, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	eventually(t, 5*time.Second, "bea online", func() bool { return agentStatus(t, base, ann, "bea") == queues.StatusOnline })
+	stop()
+	c.CloseNow()
+
+	base, _, stop = startServe(t, dir, false)
+	defer stop()
+	started := time.Now()
+	if got := agentStatus(t, base, ann, "bea"); got != queues.StatusOnline {
+		t.Fatalf("right after restart: got bea %s, want online (inside her fresh grace)", got)
+	}
+	eventually(t, 10*time.Second, "bea offline after the grace", func() bool {
+		return agentStatus(t, base, ann, "bea") == queues.StatusOffline
+	})
+	if waited := time.Since(started); waited < 2*time.Second {
+		t.Errorf("bea went offline %v after start-up, want about the 3 s grace", waited)
+	}
+	for _, id := range []string{"c2", "c6"} {
+		if got := conversation(t, base, ann, id); got.Owner != "" || got.Queue != queues.QueueNew {
+			t.Errorf("%s: got queue %s owner %q, want new and unowned", id, got.Queue, got.Owner)
+		}
+	}
+	if got := conversation(t, base, ann, "c7"); got.Owner != "bea" {
+		t.Errorf("c7 (pending): got owner %q, want bea", got.Owner)
+	}
+}
