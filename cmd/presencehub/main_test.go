@@ -113,10 +113,10 @@ func TestTokenCommandMintsVerifiableToken(t *testing.T) {
 	}
 
 	for _, args := range [][]string{
-		{"-ws", "acme"},                             // no sub
+		{"-ws", "acme"}, // no sub
 		{"-ws", "acme", "-sub", "x", "-role", "god"}, // bad role
 		{"-ws", "acme", "-sub", "x", "-ttl", "-1h"},  // bad ttl
-		{"-ws", "acme/x", "-sub", "x"},              // bad id
+		{"-ws", "acme/x", "-sub", "x"},               // bad id
 	} {
 		if err := token(args, envOf(map[string]string{"PRESENCEHUB_SECRET": testSecret}), io.Discard, io.Discard); err == nil {
 			t.Errorf("token %v: got no error, want one", args)
