@@ -155,11 +155,11 @@ func (s *Store) commitBatch(reqs []*request) {
 			err = fmt.Errorf("%w: commit failed: %v", ErrUnavailable, err)
 			s.failed.Store(&err)
 			s.log.Error("store commit failed", "err", err, "requests", len(reqs))
-			for i, r := range reqs {
-				if resps[i].err == nil {
-					resps[i] = response{err: err}
-				}
-				r.reply <- resps[i]
+			// Every request fails, even one the rules refused: it was
+			// judged against earlier requests of this batch, which never
+			// happened.
+			for _, r := range reqs {
+				r.reply <- response{err: err}
 			}
 			return
 		}
