@@ -3,6 +3,7 @@ package queues
 import (
 	"bytes"
 	"container/heap"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -79,6 +80,35 @@ func (s *Store) load() error {
 	heap.Init(&s.timers)
 	return nil
 }
+
+// trimEventLogs deletes events older than the last EventLogSize of each
+// workspace. The committer trims one event per event it adds, so this finds
+// something only after EventLogSize was lowered between runs.
+func (s *Store) trimEventLogs() error {
+	var stale []op
+	err := s.db.View(func(txn *badger.Txn) error {
+		for name, w := range s.wss {
+			oldest := s.oldestKept(w.rec.Head)
+			if err := loadKeys(txn, prefix(kindEvent, name), func(k []byte) error {
+				if seqOf(k) >= oldest {
+					return errStopScan
+				}
+				stale = append(stale, op{k: bytes.Clone(k), del: true})
+				return nil
+			}); err != nil && err != errStopScan {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil || len(stale) == 0 {
+		return err
+	}
+	s.log.Info("trimming the event log to the configured size", "events", len(stale))
+	return s.write(stale)
+}
+
+var errStopScan = errors.New("stop scan")
 
 const slabSize = 4096
 

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // TestRestartRecovery: a boomerang and a grace deadline armed before a
@@ -125,5 +127,39 @@ func TestRestartRecovery(t *testing.T) {
 	r := f.inbound("later")
 	if r.Seq != head2+1 {
 		t.Errorf("first seq after restart: got %d, want %d", r.Seq, head2+1)
+	}
+}
+
+// Lowering EventLogSize between runs trims the log at start-up.
+func TestRestartTrimsEventLog(t *testing.T) {
+	dir := t.TempDir()
+	open := func(size int) *Store {
+		s, err := Open(Options{Dir: dir, EventLogSize: size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open(100)
+	for i := range 30 {
+		if _, err := s.Inbound(context.Background(), ws, Inbound{Conversation: "c", MessageID: string(rune('a' + i)), Channel: "chat", Customer: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = open(10)
+	defer s.Close()
+	if evs, complete, _ := s.EventsSince(ws, 20, 100); !complete || len(evs) != 10 {
+		t.Errorf("last 10: got %d complete=%v", len(evs), complete)
+	}
+	if _, complete, _ := s.EventsSince(ws, 19, 100); complete {
+		t.Error("event 20 still resumable after trimming to 10")
+	}
+	n := 0
+	s.view(func(txn *badger.Txn) error {
+		return loadKeys(txn, prefix(kindEvent, ws), func([]byte) error { n++; return nil })
+	})
+	if n != 10 {
+		t.Errorf("event log holds %d entries, want 10", n)
 	}
 }

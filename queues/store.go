@@ -151,7 +151,11 @@ func Open(opts Options) (*Store, error) {
 	bo := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(opts.SyncWrites).
 		WithLogger(badgerLogger{opts.Logger}).
-		WithNumVersionsToKeep(1)
+		WithNumVersionsToKeep(1).
+		// The committer is Badger's only writer: there is nothing for
+		// conflict detection to find, and it costs a fingerprint per key.
+		WithDetectConflicts(false).
+		WithMetricsEnabled(false)
 	if opts.InMemory {
 		// Tests open many small stores: smaller tables and caches keep
 		// each one cheap.
@@ -176,6 +180,10 @@ func Open(opts Options) (*Store, error) {
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if err := s.trimEventLogs(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store: trim event log: %w", err)
 	}
 	s.publishNextDue()
 	// The committer ends when Close closes quit, after answering every
