@@ -85,19 +85,17 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 	if err != nil {
 		// Accept has answered the request (not a WebSocket handshake).
-		c.cancel()
 		h.log.Debug("upgrade failed", "ws", id.Workspace, "agent", id.Agent, "err", err)
 		return
 	}
 	c.ws, c.raw = ws, sb.conn
 	ws.SetReadLimit(h.cfg.MaxFrame)
 	if !h.reg.add(c, &h.wg) {
-		c.cancel()
 		ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
 	h.obs.ConnOpened()
-	go c.serve(since, resume) // ends when the socket has closed and the connection's goroutines have ended
+	c.start(since, resume)
 }
 
 // refuse answers a request that gets no socket. reason, when set, is
@@ -164,12 +162,14 @@ func checkOrigin(r *http.Request, patterns []string) error {
 // Buffer sizes of a hijacked connection, replacing net/http's 4 KiB each.
 // websocket.Accept keeps the bufio.ReadWriter that Hijack returns for the
 // connection's whole life; with 15,000 idle sockets, two 4 KiB buffers each
-// would be most of the hub's memory. Client frames are small requests, and
-// a payload bigger than either buffer is read or written straight through
-// (bufio bypasses its buffer then), so small ones cost no copies: at most
-// one more system call for a large frame.
+// would be most of the hub's memory. A payload bigger than a buffer is read
+// or written straight through (bufio bypasses its buffer then), so small
+// buffers cost no copies. Client frames are small requests: 512 bytes hold
+// one with its header in a single read. The write buffer holds a frame of
+// one event or reply (typically 300 to 700 bytes) with its header, so it
+// goes out in one system call; a packed frame takes two whatever the size.
 const (
-	connReadBuffer  = 1 << 10
+	connReadBuffer  = 512
 	connWriteBuffer = 1 << 10
 )
 

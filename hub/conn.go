@@ -33,13 +33,11 @@ type conn struct {
 	ws  *websocket.Conn
 	raw net.Conn // the hijacked TCP connection, closed to end everything at once
 
-	// ctx is the connection's lifetime, a child of the hub's. It is kept
-	// here because the writer and the ping timer start outside any call
-	// chain that could pass it (from Publish and from a timer). Cancelling
-	// it aborts any read, write or ping in progress, which closes the
-	// socket without a close frame; a polite close goes through shut.
-	ctx    context.Context
-	cancel context.CancelFunc
+	// A connection has no context of its own. Its requests' contexts
+	// descend from the hub's lifetime; its reads, writes and pings are
+	// bounded by deadlines and ended by closing the socket. A context per
+	// connection would leave its callbacks and child map on every idle
+	// connection, for nothing a closed socket does not already do.
 
 	slot int // index in the registry's list of the workspace; guarded by h.reg.mu
 
@@ -110,8 +108,7 @@ const (
 )
 
 func newConn(h *Hub, id Identity) *conn {
-	ctx, cancel := context.WithCancel(h.lifetime)
-	c := &conn{h: h, id: id, ctx: ctx, cancel: cancel, held: true}
+	c := &conn{h: h, id: id, held: true}
 	c.heard.Store(time.Now().UnixNano())
 	return c
 }
@@ -120,10 +117,13 @@ func (c *conn) heardNow() { c.heard.Store(time.Now().UnixNano()) }
 
 func (c *conn) heardAt() time.Time { return time.Unix(0, c.heard.Load()) }
 
-// serve is the reader goroutine: the connection's life from hello to the
-// end. It ends when the socket is closed, by either side.
-func (c *conn) serve(since uint64, resume bool) {
-	defer c.h.wg.Done()
+// start opens the connection's life: it tells presence, sends hello, arms
+// the ping timer and starts the reader. It runs on the goroutine of the
+// request that opened the socket, which ends right after: hello's reads
+// and encoding need a deep stack, and doing them here rather than on the
+// reader keeps the reader's stack, which every idle connection holds, at
+// its minimum.
+func (c *conn) start(since uint64, resume bool) {
 	c.h.cfg.Presence.Connect(c.id.Workspace, c.id.Agent)
 	c.rd.lastActivity = time.Now()
 	c.rd.tokens, c.rd.tokensAt = reqBurst, c.rd.lastActivity
@@ -133,11 +133,15 @@ func (c *conn) serve(since uint64, resume bool) {
 		c.shut(websocket.StatusInternalError, "could not read the workspace; reconnect later", false)
 	}
 	c.mu.Lock()
-	if !c.finished {
-		c.pinger = time.AfterFunc(c.nextTick(time.Now()), c.tick)
-	}
+	c.pinger = time.AfterFunc(c.nextTick(time.Now()), c.tick)
 	c.mu.Unlock()
+	go c.serve() // ends when the socket has closed and the connection's goroutines have ended
+}
 
+// serve is the reader goroutine. It ends when the socket is closed, by
+// either side, after finishing the connection.
+func (c *conn) serve() {
+	defer c.h.wg.Done()
 	err := c.readLoop()
 	c.finish(err)
 }
@@ -145,7 +149,8 @@ func (c *conn) serve(since uint64, resume bool) {
 // readLoop reads and answers requests until the socket fails or closes.
 func (c *conn) readLoop() error {
 	for {
-		typ, b, err := c.ws.Read(c.ctx)
+		// No context: the socket closing ends the read (see conn).
+		typ, b, err := c.ws.Read(context.Background())
 		if err != nil {
 			return err
 		}
@@ -160,16 +165,38 @@ func (c *conn) readLoop() error {
 			c.shut(websocket.StatusPolicyViolation, "binary frames are not accepted", true)
 			continue
 		}
-		c.handle(b)
+		// The request is answered on a goroutine of its own, and waited
+		// for: requests stay one at a time and in order, and the deep
+		// stack that decoding, the store and encoding need goes away with
+		// it instead of staying with the idle reader.
+		done := make(chan struct{})
+		go func() { // ends when the request is answered
+			defer close(done)
+			c.handle(b)
+		}()
+		<-done
 	}
 }
 
-// finish ends the connection once its reader has stopped: no goroutine may
-// start any more, those running are stopped and awaited, and presence
-// hears of the disconnect, exactly once per connection.
+// finish ends the connection once its reader has stopped: it leaves the
+// registry, presence hears of the disconnect (exactly once per
+// connection), the socket is closed if it is not already, and the
+// connection's other goroutines are awaited.
 func (c *conn) finish(readErr error) {
 	c.h.reg.remove(c)
+	c.h.cfg.Presence.Disconnect(c.id.Workspace, c.id.Agent)
+	c.h.obs.ConnClosed()
+
+	tooBig := errors.Is(readErr, websocket.ErrMessageTooBig)
 	c.mu.Lock()
+	var start bool
+	if tooBig {
+		// The library has sent 1009; the close handshake reads what is
+		// left of the frame, so the socket does not end with a reset that
+		// could lose the close frame.
+		c.h.obs.Rejected(RejectTooBig)
+		start = c.shutLocked(websocket.StatusMessageTooBig, "frame too big", false)
+	}
 	c.finished = true
 	c.q.drop()
 	if c.pinger != nil {
@@ -177,18 +204,20 @@ func (c *conn) finish(readErr error) {
 	}
 	code, reason := c.code, c.reason
 	c.mu.Unlock()
-	c.cancel() // ends a ping waiting for its pong and a write in progress
+	if start {
+		go c.writeLoop() // ends after the close handshake
+	}
+	if !tooBig && websocket.CloseStatus(readErr) == -1 {
+		// The socket failed or was closed under the reader: whatever is
+		// still writing or pinging ends now.
+		c.raw.Close()
+	}
 	c.wg.Wait()
-	c.ws.CloseNow()
-	c.h.cfg.Presence.Disconnect(c.id.Workspace, c.id.Agent)
-	c.h.obs.ConnClosed()
+	c.ws.CloseNow() // releases what the library still holds
 
 	if code == 0 {
 		code = websocket.CloseStatus(readErr)
 		switch {
-		case errors.Is(readErr, websocket.ErrMessageTooBig):
-			c.h.obs.Rejected(RejectTooBig)
-			code, reason = websocket.StatusMessageTooBig, "frame too big"
 		case code == -1 && (errors.Is(readErr, io.EOF) || errors.Is(readErr, net.ErrClosed)):
 			reason = "connection lost"
 		case code == -1:
@@ -233,21 +262,20 @@ func (c *conn) tick() {
 		c.dead()
 		return
 	}
-	ctx, cancel := context.WithDeadline(c.ctx, deadline)
-	err := c.ws.Ping(ctx) // the pong itself is noted by OnPongReceived
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	err := c.ws.Ping(ctx) // the pong itself is noted by OnPongReceived; a closed socket ends the wait
 	cancel()
-	if c.ctx.Err() != nil {
-		return
-	}
-	if err != nil && !time.Now().Before(c.heardAt().Add(c.h.cfg.PongTimeout)) {
-		c.dead()
-		return
-	}
 	c.mu.Lock()
-	if !c.finished && !c.closing {
+	over := c.finished || c.closing
+	if !over && (err == nil || time.Now().Before(c.heardAt().Add(c.h.cfg.PongTimeout))) {
 		c.pinger.Reset(c.nextTick(time.Now()))
+		c.mu.Unlock()
+		return
 	}
 	c.mu.Unlock()
+	if !over {
+		c.dead()
+	}
 }
 
 // dead closes a connection that has answered nothing for PongTimeout. There
@@ -430,7 +458,7 @@ func (c *conn) handle(frame []byte) {
 		c.reply(id, nil, &replyError{Code: codeForbidden, Message: req.Op + " is for admins"})
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, reqTimeout)
+	ctx, cancel := context.WithTimeout(c.h.lifetime, reqTimeout)
 	result, err := op.fn(c, ctx, req)
 	cancel()
 	if err != nil {

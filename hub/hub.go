@@ -75,10 +75,10 @@ type Hub struct {
 	log *slog.Logger
 	obs Observer
 
-	// lifetime is the parent of every connection's context. It is kept in
-	// the struct because a connection outlives the request that opened it
-	// (ServeHTTP returns once the connection runs); Shutdown cancels it to
-	// abort the sockets that did not close in time.
+	// lifetime is the parent of the contexts of every connection's
+	// requests. It is kept in the struct because a connection outlives the
+	// request that opened it (ServeHTTP returns once the connection runs);
+	// Shutdown cancels it when the sockets did not close in time.
 	lifetime context.Context
 	stop     context.CancelFunc
 
@@ -225,9 +225,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	case <-h.drained:
 		return nil
 	case <-ctx.Done():
-		h.stop() // aborts every read, write and ping still in progress
+		h.stop() // aborts the requests in progress
 		for _, c := range h.reg.all() {
-			c.raw.Close()
+			c.raw.Close() // aborts every read, write and ping
 		}
 		return ctx.Err()
 	}

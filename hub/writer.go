@@ -358,8 +358,10 @@ func (c *conn) writeLoop() {
 		err := c.writeBatch(batch)
 		recycle(batch)
 		if err != nil {
-			// The socket is closed now (a failed write closes it); the
+			// A failed write closes the socket (the library does when the
+			// deadline passes; any other failure leaves it unusable); the
 			// reader sees that and finishes the connection.
+			c.raw.Close()
 			c.mu.Lock()
 			if !c.closing {
 				c.closing = true
@@ -400,7 +402,8 @@ func (c *conn) writeBatch(msgs []outMsg) error {
 		} else {
 			frame = msgs[0].b
 		}
-		ctx, cancel := context.WithTimeout(c.ctx, c.h.cfg.WriteTimeout)
+		// Not tied to any other context: a closed socket ends the write.
+		ctx, cancel := context.WithTimeout(context.Background(), c.h.cfg.WriteTimeout)
 		err := c.ws.Write(ctx, websocket.MessageText, frame)
 		cancel()
 		if err != nil {
