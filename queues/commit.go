@@ -22,9 +22,10 @@ import (
 // and nothing here retries it: the version checks of the rules are the
 // optimistic concurrency the callers see.
 
-// maxBatch bounds a batch: enough to amortise an fsync over every waiting
-// writer, small enough that one batch's latency stays well under a
-// millisecond of apply work.
+// maxBatch bounds a batch: far more than the writers a hub has waiting at
+// once (each connection has at most a few changes in flight), so an fsync
+// is shared by all of them, while a burst cannot make one batch, and the
+// latency of everyone in it, grow without bound.
 const maxBatch = 512
 
 type request struct {

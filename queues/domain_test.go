@@ -229,6 +229,15 @@ func TestAssignToOfflineAgentSurvivesTheirLogoutSweep(t *testing.T) {
 	f.move(bob, "c2", QueuePending)
 	f.inbound("c2")
 	f.wantOwner("c2", "")
+
+	f.inbound("c3")
+	f.assign(bob, "c3", "alice")
+	f.move(bob, "c3", QueuePending)
+	f.boomerang("c3", f.clk.Now().Add(time.Minute))
+	f.clk.Advance(time.Minute)
+	f.fire()
+	f.wantQueue("c3", QueueNew)
+	f.wantOwner("c3", "")
 }
 
 // Rule 6: switching the setting on does not strip agents already offline.
