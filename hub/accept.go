@@ -76,13 +76,22 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	c := newConn(h, id)
-	sb := &smallBuffers{ResponseWriter: w}
-	ws, err := websocket.Accept(sb, r, &websocket.AcceptOptions{
-		Subprotocols:    []string{Subprotocol},
-		OriginPatterns:  h.cfg.Origins,
+	opts := &websocket.AcceptOptions{
+		Subprotocols:   []string{Subprotocol},
+		OriginPatterns: h.cfg.Origins,
+		// Compression would cost every connection a compressor and every
+		// recipient of an event its own encoding of the same bytes.
 		CompressionMode: websocket.CompressionDisabled,
 		OnPongReceived:  func(context.Context, []byte) { c.heardNow() },
-	})
+		OnPingReceived:  func(context.Context, []byte) bool { c.heardNow(); return true },
+	}
+	if !canHijack(w) {
+		// Accept answers 501 itself.
+		websocket.Accept(w, r, opts)
+		return
+	}
+	sb := &smallBuffers{ResponseWriter: w}
+	ws, err := websocket.Accept(sb, r, opts)
 	if err != nil {
 		// Accept has answered the request (not a WebSocket handshake).
 		h.log.Debug("upgrade failed", "ws", id.Workspace, "agent", id.Agent, "err", err)
@@ -215,4 +224,19 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, connWriteBuffer)), nil
+}
+
+// canHijack reports whether w, or a ResponseWriter it wraps, can be
+// hijacked, as websocket.Accept and http.ResponseController look for it.
+func canHijack(w http.ResponseWriter) bool {
+	for {
+		switch t := w.(type) {
+		case http.Hijacker:
+			return true
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return false
+		}
+	}
 }

@@ -18,15 +18,17 @@ import (
 
 // conn is one accepted WebSocket. Its goroutines:
 //
-//   - the reader (serve), for the connection's whole life: it sends hello,
-//     reads and answers requests in order (store calls happen here, one at
-//     a time), and when the socket is gone finishes the connection;
+//   - the reader (serve), for the connection's whole life: it reads frames
+//     and, when the socket is gone, finishes the connection;
+//   - a request goroutine, while one request is answered (the reader waits
+//     for it, so requests and their store calls go one at a time, in
+//     order);
 //   - a writer (writeLoop), only while something is queued or the socket
 //     is being closed;
 //   - the ping timer's goroutine (tick), only during one ping round trip.
 //
-// Every goroutine but the reader is counted in wg, and only while finished
-// is false (checked under mu), so finish can wait for all of them.
+// Writers and pings are counted in wg, and only while finished is false
+// (checked under mu), so finish can wait for all of them.
 type conn struct {
 	h   *Hub
 	id  Identity

@@ -25,13 +25,23 @@
 // waiting. CloseAgent and Shutdown only start closes; Shutdown then waits,
 // bounded by its context.
 //
-// Each connection has one reader goroutine for its whole life (it sends
-// hello, then reads and answers requests one at a time, calling the store
-// itself), a writer goroutine only while it has something to write (so an
-// idle connection costs one parked goroutine and a few KiB), and, during a
-// ping's round trip, the ping timer's goroutine. The reader ends when the
-// socket closes; before it returns, it stops and awaits the others and
-// tells presence of the disconnect, exactly once per connection.
+// A connection starts on the goroutine of the request that opened it:
+// presence hears of it, hello is sent, and a reader goroutine takes over
+// for the connection's whole life. The reader reads frames and has each
+// request answered, one at a time and in order, on a goroutine that ends
+// with the reply (so the deep stack of decoding, the store and encoding
+// does not stay with an idle connection). A writer goroutine runs only
+// while the connection has something to write, and the ping timer's
+// goroutine only during a ping's round trip. An idle connection therefore
+// costs one parked goroutine with a small stack and a few KiB of buffers
+// and state. The reader ends when the socket closes; it then tells
+// presence of the disconnect, exactly once per connection, and stops and
+// awaits the others.
+//
+// Connections have no context of their own: their requests' contexts
+// descend from the hub's lifetime (Shutdown cancels it when sockets do not
+// close in time), and their reads, writes and pings are bounded by
+// deadlines and ended by closing the socket.
 //
 // Closing a connection goes through its writer, after whatever must still
 // be sent (a logout's reply): a slow consumer (4008), logout and forced
