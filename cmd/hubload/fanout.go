@@ -212,7 +212,8 @@ func runFanout(ctx context.Context, e *env) (*report, error) {
 	srv0 := e.probe.sample(ctx)
 	hub0 := e.probe.scrape(ctx)
 	cpu0, wall0 := selfCPU(), time.Now()
-	d := &driver{e: e, s: s, ack: newHist(), errs: make(map[string]int), clientsPerWS: clientsPerWS}
+	d := &driver{e: e, s: s, ack: newHist(), errs: make(map[string]int), clientsPerWS: clientsPerWS,
+		inflight: make(chan struct{}, apiConns)}
 	driveStart := e.since()
 	if cfg.burst {
 		err = d.bursts(ctx)
@@ -355,6 +356,11 @@ type driver struct {
 	s            *fanState
 	clientsPerWS []int64
 
+	// inflight bounds the changes in the air to the API client's
+	// connections, so a change is stamped when it can leave at once: time
+	// spent queueing for a connection inside the load tool is not the hub's.
+	inflight chan struct{}
+
 	sent, acked, skipped atomic.Int64
 	expected             atomic.Int64 // deliveries owed: clients of the workspace per acknowledged change
 	ack                  *hist        // request sent until answer read
@@ -377,6 +383,12 @@ func (d *driver) errCounts() map[string]int {
 // unassign when owned, against the version last seen. k is the burst number
 // (-1 outside burst mode).
 func (d *driver) change(ctx context.Context, c *convState, k int64) {
+	select {
+	case d.inflight <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-d.inflight }()
 	next := c.version + 1
 	st := &c.stamps[next%stampRing]
 	st.ver.Store(0) // invalidate while rewriting

@@ -34,14 +34,18 @@ func runIdle(ctx context.Context, e *env) (*report, error) {
 	e.logf("server before: rss %.1f MiB, %d goroutines", mib(before.RSS), before.Goroutines)
 	cpu0 := selfCPU()
 
-	var received atomic.Int64
+	var received, lastAt atomic.Int64
 	f, err := e.connectFleet(ctx, cfg.n, func(i int) (int, string) {
 		return i / per, agentName(i%per, cfg.agents)
-	}, true, func(int, *message, time.Duration) { received.Add(1) })
+	}, true, func(_ int, _ *message, at time.Duration) {
+		received.Add(1)
+		atomicMax(&lastAt, int64(at))
+	})
 	if err != nil {
 		return nil, err
 	}
 	defer f.close()
+	connected := e.since()
 	e.logf("connected %d in %v", cfg.n, f.elapsed.Round(time.Millisecond))
 
 	// Presence events of the agents that connected last are still being
@@ -74,6 +78,9 @@ func runIdle(ctx context.Context, e *env) (*report, error) {
 	rep.Results.add("goroutines_after", after.Goroutines)
 	rep.Results.add("goroutines_per_conn", round2(float64(after.Goroutines-before.Goroutines)/float64(cfg.n)))
 	rep.Results.add("messages_while_connecting", recvConnect)
+	// How long after the last connect the last of their events arrived:
+	// the hub's backlog of presence transitions.
+	rep.Results.add("events_settled_after_s", round2(max(0, time.Duration(lastAt.Load())-connected).Seconds()))
 	rep.Results.add("messages_while_holding", recvHold)
 	rep.Results.add("server_cpu_s", round2(held.CPU-before.CPU))
 	rep.Results.add("client_cpu_s", round2(selfCPU()-cpu0))

@@ -242,6 +242,11 @@ func (c *config) check() error {
 	return errors.Join(errs...)
 }
 
+// apiConns bounds the driver's HTTP connections (each is a file descriptor
+// beside the WebSockets; the process may hold 20,000) and so its changes in
+// flight.
+const apiConns = 1024
+
 // env is what every scenario works with.
 type env struct {
 	cfg    *config
@@ -285,11 +290,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hubload:", err)
 		return 2
 	}
+	load0 := loadAvg()
 	rep, err := scenarios[cfg.scenario](ctx, e)
 	if err != nil {
 		fmt.Fprintf(stderr, "hubload %s: %v\n", cfg.scenario, err)
 		return 1
 	}
+	rep.Results.add("host_load_1m", map[string]float64{"start": load0, "end": loadAvg()})
 	if err := rep.write(stdout, cfg.jsonOnly); err != nil {
 		fmt.Fprintln(stderr, "hubload:", err)
 		return 1
@@ -313,7 +320,7 @@ func newEnv(cfg *config, log io.Writer) (*env, error) {
 		epoch: time.Now(),
 		log:   log,
 	}
-	apiHTTP := newAPIClient(256)
+	apiHTTP := newAPIClient(apiConns)
 	e.api = &apiClient{base: base, http: apiHTTP}
 	wsHTTP := newWSClient(newSrcPool(cfg.perIP, cfg.srcIPs))
 	e.wsHTTP = wsHTTP

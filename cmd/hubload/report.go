@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -54,6 +56,25 @@ type report struct {
 
 func (r *report) problem(format string, args ...any) {
 	r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+}
+
+// loadAvg is the machine's 1-minute load average, -1 if unknown. The hub
+// and the load tool share two cores with whatever else runs: a report
+// carries the load it was made under.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		return -1
+	}
+	return v
 }
 
 // write prints the JSON line and, unless jsonOnly, a table for people.
