@@ -135,6 +135,17 @@ export function matches(queue, filter, me, state) {
   }
 }
 
+/** An RFC 3339 time as [milliseconds since the epoch, nanoseconds past
+ * that millisecond]: Date.parse stops at the millisecond, and the hub's
+ * times (and its list order) go to the nanosecond. */
+function timeKey(iso) {
+  const s = String(iso || "");
+  const m = /^([^.]*)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$/i.exec(s);
+  if (!m) return [Date.parse(s) || 0, 0];
+  const frac = (m[2] || "").padEnd(9, "0").slice(0, 9);
+  return [(Date.parse(m[1] + m[3]) || 0) + Number(frac.slice(0, 3)), Number(frac.slice(3))];
+}
+
 /** A minimal event emitter: on() returns the function that undoes it. */
 class Emitter {
   #handlers = new Map();
@@ -707,10 +718,15 @@ export class View extends Emitter {
     }, 1_000);
   }
 
+  // #sort keeps the hub's order: latest activity first, then id. The hub
+  // orders by the nanosecond, so conversations active within the same
+  // millisecond (an import, a burst of inbound) must not be tied here.
   #sort() {
+    const key = new Map(this.items.map((c) => [c, timeKey(c.last_activity)]));
     this.items.sort((a, b) => {
-      const d = Date.parse(b.last_activity || 0) - Date.parse(a.last_activity || 0);
-      return d !== 0 ? d : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+      const [am, an] = key.get(a);
+      const [bm, bn] = key.get(b);
+      return bm - am || bn - an || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
     });
   }
 
