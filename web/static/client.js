@@ -71,7 +71,9 @@
  * resumes: it connects with `?since=<seq>`, takes the snapshot in `hello`,
  * and re-subscribes every view with its own `since`, applying the events
  * the reply carries; a view whose reply says `resync` replaces its items.
- * A close with 4008 (slow consumer) reconnects at once.
+ * A close with 4008 (slow consumer) reconnects at once. The window's
+ * "offline" event drops the socket at once (a dead network can leave it
+ * looking open for minutes); "online" skips the rest of a backoff wait.
  */
 
 /** Close codes of the protocol. */
@@ -221,7 +223,19 @@ export class Client extends Emitter {
     this.onOnline = () => {
       if (this.state.status === "waiting") this.reconnectNow();
     };
+    // When the browser says the network is gone, the socket may not notice
+    // for minutes (nothing to send, no close to receive), and the console
+    // would read "Live" meanwhile. Drop it now: the banner shows, retries
+    // start (and fail fast while offline), and "online" reconnects at once.
+    this.onOffline = () => {
+      const ws = this.ws;
+      if (!ws) return;
+      this.ws = null; // from here on its own close event is ignored
+      ws.close(4000, "offline");
+      this.#closed(1006, "offline");
+    };
     globalThis.addEventListener?.("online", this.onOnline);
+    globalThis.addEventListener?.("offline", this.onOffline);
   }
 
   /** Opens the connection (and keeps it open until close() or a 4001). */
@@ -281,6 +295,7 @@ export class Client extends Emitter {
     clearTimeout(this.retryTimer);
     clearTimeout(this.helloTimer);
     globalThis.removeEventListener?.("online", this.onOnline);
+    globalThis.removeEventListener?.("offline", this.onOffline);
     const ws = this.ws;
     this.ws = null;
     this.#failPending("disconnected");
