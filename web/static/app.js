@@ -233,6 +233,14 @@ function start(token) {
     }
   });
   client.on("hello", renderMe);
+
+  // Remove Ownership decides what going offline does to an agent's
+  // conversations, and only admins see the settings: say when it is on.
+  function renderPolicy() {
+    $("remove-ownership").hidden = !client.settings?.remove_ownership;
+  }
+  client.on("hello", renderPolicy);
+  client.on("settings", renderPolicy);
   client.on("presence", (ev) => ev.presence?.agent === client.me?.id && renderMe());
   client.on("agent", renderMe);
 
