@@ -1,8 +1,16 @@
 package hub
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,4 +117,69 @@ func TestBadSinceIsRefused(t *testing.T) {
 	if err == nil || resp == nil || resp.StatusCode != 400 {
 		t.Errorf("since=yesterday: got %v, want HTTP 400", err)
 	}
+}
+
+// TestEarlyFrameIsKept: a client that sends its first request right behind
+// the handshake, without waiting for the 101, gets it answered: the bytes
+// the server read ahead move into the connection's own buffer.
+func TestEarlyFrameIsKept(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	addr := e.srv.Listener.Addr().String()
+	s, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var req bytes.Buffer
+	fmt.Fprintf(&req, "GET /ws?access_token=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+		token(t, "acme", "al", queues.RoleAgent, time.Hour), addr)
+	req.Write(maskedText(`{"id":"early","op":"settings"}`))
+	if _, err := s.Write(req.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(s)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: %v %v", resp, err)
+	}
+	var got []string
+	for !slices.ContainsFunc(got, func(m string) bool { return strings.Contains(m, `"type":"reply"`) }) {
+		payload, err := readFrame(br)
+		if err != nil {
+			t.Fatalf("after %q: %v", got, err)
+		}
+		got = append(got, strings.Split(string(payload), "\n")...)
+	}
+	if !strings.Contains(got[0], `"type":"hello"`) || !strings.Contains(got[len(got)-1], `"id":"early","ok":true`) {
+		t.Errorf("got %q, want hello, then the reply to the early request", got)
+	}
+}
+
+// readFrame reads one unmasked, unfragmented frame from the hub.
+func readFrame(r *bufio.Reader) ([]byte, error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return nil, err
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var l [2]byte
+		if _, err := io.ReadFull(r, l[:]); err != nil {
+			return nil, err
+		}
+		n = uint64(binary.BigEndian.Uint16(l[:]))
+	case 127:
+		var l [8]byte
+		if _, err := io.ReadFull(r, l[:]); err != nil {
+			return nil, err
+		}
+		n = binary.BigEndian.Uint64(l[:])
+	}
+	p := make([]byte, n)
+	_, err := io.ReadFull(r, p)
+	return p, err
 }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,4 +230,93 @@ func (h *Hub) writers() int {
 		c.mu.Unlock()
 	}
 	return n
+}
+
+// BenchmarkBroadcastLoopback measures whole fan-out over real sockets:
+// events published in batches of 10 (as the store's group commit hands
+// them over) to 1,000 connections on loopback, written by the hub's
+// writers, read and counted by raw clients in the same process (which
+// compete for the same CPUs, so this is a floor). deliveries/s counts
+// messages that reached a client.
+func BenchmarkBroadcastLoopback(b *testing.B) {
+	const conns, batch = 1000, 10
+	e := newEnv(b, func(c *Config) { c.PingInterval = time.Hour; c.PongTimeout = 2 * time.Hour })
+	e.workspace("acme", queues.SettingsPatch{})
+	addr := e.srv.Listener.Addr().String()
+	tok := token(b, "acme", "bench", queues.RoleAgent, time.Hour)
+	var received atomic.Int64
+	var wg sync.WaitGroup
+	var socks []net.Conn
+	for range conns {
+		s, br, err := dialRaw(addr, tok)
+		if err != nil {
+			b.Fatal(err)
+		}
+		socks = append(socks, s)
+		wg.Go(func() { // ends when the socket closes
+			for {
+				p, err := readFrame(br)
+				if err != nil {
+					return
+				}
+				received.Add(int64(bytes.Count(p, benchMark)))
+			}
+		})
+	}
+	defer func() {
+		for _, s := range socks {
+			s.Close()
+		}
+		wg.Wait()
+	}()
+	eventually(b, 30*time.Second, func() bool { return e.hub.Connections() == conns }, "not connected")
+
+	seq := e.store.Head("acme") + 1
+	wire := append(bytes.Repeat([]byte("x"), 400), benchMark...)
+	events := make([]queues.Event, batch)
+	published := int64(0)
+	start := time.Now()
+	for b.Loop() {
+		for i := range events {
+			events[i] = queues.Event{Seq: seq, Kind: queues.EventAgent, Wire: wire}
+			seq++
+		}
+		e.hub.Publish("acme", events)
+		published += conns * batch
+		// Stay within the send queues: a benchmark of slow consumers is
+		// not the point.
+		for published-received.Load() > conns*200 {
+			runtime.Gosched()
+		}
+	}
+	eventually(b, 2*time.Minute, func() bool { return received.Load() == published }, "not everything arrived: %d of %d, %d slow consumers, %d sent, %d connections", received.Load(), published, e.obs.slow.Load(), e.obs.sent.Load(), e.hub.Connections())
+	b.ReportMetric(float64(published)/time.Since(start).Seconds(), "deliveries/s")
+	if n := e.obs.slow.Load(); n > 0 {
+		b.Errorf("%d slow consumers", n)
+	}
+}
+
+// benchMark marks the benchmark's own events, so the count leaves out
+// hello and the presence events of connecting.
+var benchMark = []byte(`"fan-out benchmark"`)
+
+// dialRaw opens a socket by hand and returns it with the reader that has
+// consumed the handshake's response.
+func dialRaw(addr, tok string) (net.Conn, *bufio.Reader, error) {
+	s, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintf(s, "GET /ws?access_token=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", tok, addr)
+	br := bufio.NewReaderSize(s, 64<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err == nil && resp.StatusCode != http.StatusSwitchingProtocols {
+		err = fmt.Errorf("handshake: HTTP %d", resp.StatusCode)
+	}
+	if err != nil {
+		s.Close()
+		return nil, nil, err
+	}
+	return s, br, nil
 }

@@ -30,10 +30,10 @@ var testSecret = []byte("hub-test-secret-0123456789abcdef")
 
 // testGrace is the offline grace of every test workspace: short, so a test
 // can wait it out.
-const testGrace = time.Second
+const testGrace = 2 * time.Second
 
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	store   *queues.Store
 	tracker *presence.Tracker
 	hub     *Hub
@@ -43,7 +43,7 @@ type env struct {
 
 // newEnv starts a store, a tracker, the glue between them and a hub, and
 // stops them all when the test ends. tweak may change the hub's Config.
-func newEnv(t *testing.T, tweak ...func(*Config)) *env {
+func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 	t.Helper()
 	store, err := queues.Open(queues.Options{InMemory: true})
 	if err != nil {
@@ -143,7 +143,7 @@ func (e *env) agentStatus(ws, id string) queues.Status {
 	return a.Status
 }
 
-func token(t *testing.T, ws, agent string, role queues.Role, ttl time.Duration) string {
+func token(t testing.TB, ws, agent string, role queues.Role, ttl time.Duration) string {
 	t.Helper()
 	tok, err := Mint(testSecret, Identity{Workspace: ws, Agent: agent, Name: strings.ToUpper(agent[:1]) + agent[1:], Role: role}, ttl)
 	if err != nil {
@@ -221,7 +221,7 @@ func (o *testObserver) rejections(reason string) int {
 // tracker made them, as cmd/presencehub does: push never blocks, run
 // commits.
 type presenceSink struct {
-	t     *testing.T
+	t     testing.TB
 	store *queues.Store
 
 	mu      sync.Mutex // guards pending
@@ -229,7 +229,7 @@ type presenceSink struct {
 	wake    chan struct{} // capacity 1
 }
 
-func newPresenceSink(t *testing.T, store *queues.Store) *presenceSink {
+func newPresenceSink(t testing.TB, store *queues.Store) *presenceSink {
 	return &presenceSink{t: t, store: store, wake: make(chan struct{}, 1)}
 }
 
@@ -286,7 +286,7 @@ func (s settingsTee) Publish(ws string, events []queues.Event) {
 }
 
 // testWriter sends the hub's log to the test's log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -295,7 +295,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // eventually polls cond every 10 ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, format string, args ...any) {
+func eventually(t testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -320,7 +320,7 @@ type msg struct {
 }
 
 // event decodes an event message.
-func (m msg) event(t *testing.T) eventMsg {
+func (m msg) event(t testing.TB) eventMsg {
 	t.Helper()
 	var ev eventMsg
 	if err := json.Unmarshal(m.raw, &ev); err != nil {
@@ -332,7 +332,7 @@ func (m msg) event(t *testing.T) eventMsg {
 // client is a test's WebSocket client: a goroutine reads every frame,
 // splits it into messages and keeps them.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	conn *websocket.Conn
 	ids  atomic.Int64
 	done chan struct{} // closed when the reading goroutine ends
@@ -343,7 +343,7 @@ type client struct {
 	err    error // why reading ended
 }
 
-func startClient(t *testing.T, conn *websocket.Conn) *client {
+func startClient(t testing.TB, conn *websocket.Conn) *client {
 	conn.SetReadLimit(-1)
 	c := &client{t: t, conn: conn, done: make(chan struct{})}
 	go c.read() // ends when the socket closes
@@ -576,7 +576,7 @@ func (e *env) refusal(tok string, header http.Header) (int, string) {
 
 // never polls cond every 10 ms for d and fails if it ever holds: how a test
 // checks that something does not happen.
-func never(t *testing.T, d time.Duration, cond func() bool, format string, args ...any) {
+func never(t testing.TB, d time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {

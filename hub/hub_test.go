@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -254,7 +255,7 @@ func TestResumeReplaysExactlyTheMissedEvents(t *testing.T) {
 	e.inbound("acme", "c4", "chat")                                                           // enters the view
 	bea.ok("status", map[string]any{"status": "away"}, nil)                                   // presence
 	bea.waitEventWithin(5*time.Second, "bea away", isPresence("bea", queues.StatusAway))
-	grace := 2
+	grace := int(testGrace/time.Second) + 1 // a change, so an event
 	if _, err := e.store.UpdateSettings(context.Background(), "acme", queues.Actor{ID: "root", Role: queues.RoleAdmin},
 		queues.SettingsPatch{OfflineGrace: &grace}); err != nil { // settings
 		t.Fatal(err)
@@ -451,4 +452,31 @@ func (c *client) waitEventWithin(d time.Duration, what string, f func(eventMsg) 
 		return false
 	}, "no event: %s", what)
 	return found
+}
+
+// TestShutdownIsBounded: a client that never reads cannot answer the close
+// handshake; Shutdown gives up at its deadline and aborts the socket.
+func TestShutdownIsBounded(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	e.connect("acme", "al")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	deaf, _, err := websocket.Dial(ctx, e.wsURL(token(t, "acme", "bea", queues.RoleAgent, time.Hour)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer deaf.CloseNow()
+	eventually(t, 5*time.Second, func() bool { return e.hub.Connections() == 2 }, "not connected")
+
+	sctx, scancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer scancel()
+	start := time.Now()
+	if err := e.hub.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("shutdown: got %v, want the deadline", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("shutdown took %v with a 300ms deadline", took)
+	}
+	eventually(t, 2*time.Second, func() bool { return e.hub.Connections() == 0 }, "sockets still open after the deadline")
 }
