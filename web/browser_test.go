@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -113,9 +114,11 @@ func TestBrowser(t *testing.T) {
 		closed := time.Now()
 		bea.close()
 		al.waitDot("bea", "offline")
-		if waited := time.Since(closed); waited < grace {
+		waited := time.Since(closed)
+		if waited < grace {
 			t.Errorf("Bea offline on Al's screen: got %v after she closed her window, want at least the %v grace", waited, grace)
 		}
+		t.Logf("Bea offline on Al's screen %v after she closed her window (grace %v)", waited.Round(10*time.Millisecond), grace)
 		al.waitJS("Bea's dot is gray", `(() => {
 			const dot = document.querySelector('[data-testid="agent-row"][data-agent-id="bea"] [data-testid="agent-dot"]');
 			const got = getComputedStyle(dot).backgroundColor;
@@ -150,6 +153,38 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("ClosingOneOfTwoWindowsChangesNothing", func(t *testing.T) {
+		srv := startHub(t, bin)
+		const grace = 2 * time.Second
+		srv.api(t, "ann", http.MethodPatch, "/api/v1/settings",
+			map[string]any{"remove_ownership": true, "offline_grace": int(grace / time.Second)}, nil)
+		al := b.open(t, srv, "al")
+		laptop := b.open(t, srv, "bea")
+		phone := b.open(t, srv, "bea")
+		al.waitDot("bea", "online")
+
+		// Presence is per agent: with her phone still connected, Bea
+		// closing her laptop is nothing to Al, past the grace too.
+		laptop.close()
+		al.holds(grace+time.Second, "Bea stays online and keeps c2", func() error {
+			if err := al.dotIs("bea", "online"); err != nil {
+				return err
+			}
+			r, err := al.row("new", "c2")
+			if err != nil {
+				return err
+			}
+			if r.Owner != "bea" {
+				return fmt.Errorf("got c2 owned by %q, want bea", r.Owner)
+			}
+			return nil
+		})
+
+		phone.close()
+		al.waitDot("bea", "offline")
+		al.waitRow("new", "c2", "", "Unowned")
+	})
+
 	t.Run("FiltersShowWhatTheHubSelects", func(t *testing.T) {
 		srv := startHub(t, bin)
 		al := b.open(t, srv, "al")
@@ -179,10 +214,19 @@ func TestBrowser(t *testing.T) {
 	t.Run("ReconnectShowsWhatWasMissed", func(t *testing.T) {
 		srv := startHub(t, bin)
 		al := b.open(t, srv, "al")
+		bea := b.open(t, srv, "bea")
 		al.waitRow("new", "c1", "", "Unowned")
 		al.waitRow("new", "c2", "bea", "Waiting on Bea Chen")
 		// A page that reloads loses this.
 		if _, err := eval[bool](al, `window.sameDocument = true`); err != nil {
+			t.Fatal(err)
+		}
+		// A reconnect inside the offline grace is invisible to others:
+		// Bea's console records every presence change of Al it is told.
+		bea.waitDot("al", "online")
+		if _, err := eval[bool](bea, `(window.alPresence = [], window.presencehub.on("presence", (ev) => {
+			if (ev.presence?.agent === "al") window.alPresence.push(ev.presence.to);
+		}), true)`); err != nil {
 			t.Fatal(err)
 		}
 
@@ -213,6 +257,10 @@ func TestBrowser(t *testing.T) {
 		al.waitRow("new", "c2", "", "Unowned")
 		if same, err := eval[bool](al, `window.sameDocument === true`); err != nil || !same {
 			t.Errorf("after the reconnect: got a reloaded page (%v), want the same one", err)
+		}
+		bea.waitDot("al", "online")
+		if got, err := eval[[]string](bea, `window.alPresence`); err != nil || len(got) != 0 {
+			t.Errorf("Al's presence changes on Bea's console during his drop: got %v (%v), want none", got, err)
 		}
 	})
 
@@ -493,12 +541,39 @@ func (s *hubServer) settings(t *testing.T) apiSettings {
 // and there is at least one (the team list's).
 func (c *console) waitDot(agent, status string) {
 	c.t.Helper()
-	c.waitJS(agent+"'s dot is "+status, `(() => {
+	c.eventually(agent+"'s dot is "+status, func() error { return c.dotIs(agent, status) })
+}
+
+// dotIs checks that every presence dot of agent on screen has status, and
+// that there is at least one.
+func (c *console) dotIs(agent, status string) error {
+	msg, err := eval[string](c, `(() => {
 		const dots = [...document.querySelectorAll('[data-testid="agent-dot"][data-agent-id="`+agent+`"]')].filter((d) => d.checkVisibility());
 		if (!dots.length) return "got no dot of `+agent+` on screen, want one at least";
 		const bad = dots.filter((d) => d.dataset.status !== "`+status+`" || !d.classList.contains("dot-`+status+`"));
 		return bad.length ? "got " + bad.map((d) => d.dataset.status).join(", ") + ", want `+status+`" : "";
 	})()`)
+	if err != nil {
+		return err
+	}
+	if msg != "" {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// holds checks that check passes throughout d, every 50 ms.
+func (c *console) holds(d time.Duration, what string, check func() error) {
+	c.t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if err := check(); err != nil {
+			c.t.Fatalf("%s's console: %s, for %v: %v", c.who, what, d, err)
+		}
+		<-tick.C
+	}
 }
 
 // waitText waits until the first element css selects is on screen and its
