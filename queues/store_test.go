@@ -543,3 +543,21 @@ func TestStats(t *testing.T) {
 		t.Errorf("got %+v", st)
 	}
 }
+
+// A caller who gave up before the committer reached its request gets its
+// context's error, and the change is not made.
+func TestCancelledCallerChangesNothing(t *testing.T) {
+	f := newFixture(t)
+	v := f.inbound("c1").Conv.Version
+	ctx, cancel := context.WithCancel(f.ctx)
+	cancel()
+	for range 20 {
+		if _, err := f.s.Assign(ctx, ws, alice, "c1", "alice", v); !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	}
+	f.wantOwner("c1", "")
+	if c := f.conv("c1"); c.Version != v {
+		t.Errorf("version moved to %d", c.Version)
+	}
+}
