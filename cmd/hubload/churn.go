@@ -79,10 +79,11 @@ func runChurn(ctx context.Context, e *env) (*report, error) {
 	for i := range agents {
 		agents[i] = &tab{id: churnAgent(i), closeReq: make(chan struct{}, 1)}
 	}
-	phaseCtx, endPhase := context.WithTimeout(ctx, cfg.duration)
+	// The phase is ended by hand: it starts only once every agent is online.
+	phaseCtx, endPhase := context.WithCancel(ctx)
 	defer endPhase()
 	var wg sync.WaitGroup
-	start := e.since()
+	loginStart := e.since()
 	for i, a := range agents {
 		wg.Add(1)
 		go func() { // ends when the phase ends (or the agent can no longer connect)
@@ -90,6 +91,28 @@ func runChurn(ctx context.Context, e *env) (*report, error) {
 			a.run(ctx, phaseCtx, e, ws, grace, cfg.inside, rand.New(rand.NewPCG(uint64(i), 7)))
 		}()
 	}
+	// Logging in: every tab opens at once, as at the start of a shift. The
+	// churn is measured once the observer has seen every agent online, so a
+	// backlog of login transitions is reported apart from it.
+	settled := false
+	for limit := time.Now().Add(3 * time.Minute); time.Now().Before(limit); {
+		if settled = obs.all(agents, "online"); settled {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	loginSettle := e.since() - loginStart
+	if !settled {
+		rep.problem("not every agent was seen online within 3 minutes of logging in")
+	}
+	e.logf("logged in: all %d agents online after %v; churning for %v", N, loginSettle.Round(time.Millisecond), cfg.duration)
+	start := e.since()
+	phaseTimer := time.AfterFunc(cfg.duration, endPhase)
+	defer phaseTimer.Stop()
 
 	// The scheduler closes a random open tab at -rate per second.
 	var closes, noCandidate int64
@@ -128,11 +151,11 @@ func runChurn(ctx context.Context, e *env) (*report, error) {
 	<-phaseCtx.Done()
 	wg.Wait()
 	phase := (e.since() - start).Seconds()
-	e.logf("phase over: %d closes requested; waiting %v for the last graces", closes, grace+3*time.Second)
+	e.logf("phase over: %d closes requested; waiting for every agent to go offline", closes)
 
 	// Every tab is closed now: each agent must go offline once more.
-	waitUntil := time.Now().Add(grace + 10*time.Second)
-	for time.Now().Before(waitUntil) && !obs.allOffline(agents) {
+	waitUntil := time.Now().Add(grace + 60*time.Second)
+	for time.Now().Before(waitUntil) && !obs.all(agents, "offline") {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -144,7 +167,8 @@ func runChurn(ctx context.Context, e *env) (*report, error) {
 	oc.CloseNow()
 	<-obsDone
 
-	res := checkChurn(agents, obs, grace)
+	res := checkChurn(agents, obs, grace, start)
+	rep.Results.add("login_settle_s", round2(loginSettle.Seconds()))
 	rep.Results.add("tab_closes", res.closes)
 	rep.Results.add("inside_grace", res.inside)
 	rep.Results.add("outside_grace", res.outside)
@@ -196,14 +220,13 @@ func (o *observer) handle(m *message, at time.Duration) {
 	o.mu.Unlock()
 }
 
-// allOffline reports whether every agent's last observed transition is to
-// offline.
-func (o *observer) allOffline(agents []*tab) bool {
+// all reports whether every agent's last observed transition is to status.
+func (o *observer) all(agents []*tab, status string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, a := range agents {
 		ts := o.byAgent[a.id]
-		if len(ts) == 0 || ts[len(ts)-1].to != "offline" {
+		if len(ts) == 0 || ts[len(ts)-1].to != status {
 			return false
 		}
 	}
@@ -333,7 +356,7 @@ type churnResult struct {
 // did. The expected sequence: online at the first connect and at every
 // reconnect after an outside gap; offline after every outside gap and after
 // the final close; nothing for an inside gap.
-func checkChurn(agents []*tab, obs *observer, grace time.Duration) churnResult {
+func checkChurn(agents []*tab, obs *observer, grace, phaseStart time.Duration) churnResult {
 	r := churnResult{offlineDelay: newHist(), onlineDelay: newHist(), connectLat: newHist()}
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
@@ -373,7 +396,7 @@ func checkChurn(agents []*tab, obs *observer, grace time.Duration) churnResult {
 		r.expected += len(exp)
 		r.observed += len(got)
 		for _, g := range got {
-			if len(a.cycles) > 0 && g.at <= a.cycles[len(a.cycles)-1].closed {
+			if len(a.cycles) > 0 && g.at >= phaseStart && g.at <= a.cycles[len(a.cycles)-1].closed {
 				r.observedInPhase++
 			}
 		}
@@ -383,6 +406,9 @@ func checkChurn(agents []*tab, obs *observer, grace time.Duration) churnResult {
 		}
 		if same {
 			for k, x := range exp {
+				if x.at < phaseStart {
+					continue // logging in, reported as login_settle_s
+				}
 				d := got[k].at - x.at
 				if x.to == "offline" {
 					r.offlineDelay.record(d)
