@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// fakeHub is a loopback WebSocket server that speaks the documented
+// protocol's framing: a hello, a reply to subscribe, then events packed
+// several to a frame.
+func fakeHub(t *testing.T, frames []string) (*httptest.Server, <-chan string) {
+	t.Helper()
+	auth := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth <- r.Header.Get("Authorization")
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"presencehub.v1"}})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		ctx := r.Context()
+		c.Write(ctx, websocket.MessageText, []byte(`{"type":"hello","v":1,"seq":7,"agents":[],"missed":[]}`))
+		_, req, err := c.Read(ctx)
+		if err != nil || !strings.Contains(string(req), `"op":"subscribe"`) {
+			return
+		}
+		// An event before the reply, as when an agent connects meanwhile.
+		c.Write(ctx, websocket.MessageText, []byte(`{"type":"event","seq":8,"kind":"presence","presence":{"agent":"x","from":"offline","to":"online"}}`+"\n"+
+			`{"type":"reply","id":1,"ok":true,"result":{"view":"load","seq":8,"items":[],"counts":{}}}`))
+		for _, f := range frames {
+			c.Write(ctx, websocket.MessageText, []byte(f))
+		}
+		c.Close(websocket.StatusNormalClosure, "")
+	}))
+	t.Cleanup(srv.Close)
+	return srv, auth
+}
+
+func testEnv(t *testing.T, base string) *env {
+	t.Helper()
+	cfg := &config{scenario: "fanout", url: base, secret: "0123456789abcdef0123", setupTimeout: 5 * time.Second,
+		perIP: 1, srcIPs: 2, concurrency: 4}
+	b, ws, err := parseTarget(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{cfg: cfg, base: b, wsURL: ws, mint: minter{secret: []byte(cfg.secret)},
+		wsHTTP: newWSClient(newSrcPool(1, 2)), epoch: time.Now(), log: io.Discard}
+}
+
+func TestConnectSubscribeAndReadBatchedFrames(t *testing.T) {
+	srv, auth := fakeHub(t, []string{
+		`{"type":"event","seq":9,"kind":"conversation","conv":{"id":"c1","version":2}}` + "\n" +
+			`{"type":"event","seq":10,"kind":"conversation","conv":{"id":"c1","version":3}}`,
+		`{"type":"event","seq":11,"kind":"settings","settings":{}}`,
+	})
+	e := testEnv(t, srv.URL)
+	ctx := context.Background()
+	c, seq, err := e.dialAgent(ctx, "w1", "a1", "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if seq != 7 {
+		t.Errorf("hello seq: got %d, want 7", seq)
+	}
+	if a := <-auth; !strings.HasPrefix(a, "Bearer ") {
+		t.Errorf("Authorization: got %q, want a bearer token", a)
+	}
+	var mu sync.Mutex // guards got
+	var got []string
+	note := func(m *message) {
+		mu.Lock()
+		got = append(got, string(m.Kind)+":"+string(m.ConvID))
+		mu.Unlock()
+	}
+	if err := subscribe(ctx, c, note); err != nil {
+		t.Fatal(err)
+	}
+	err = readLoop(c, e.epoch, func(m *message, _ time.Duration) { note(m) }, func(err error) { t.Errorf("bad frame: %v", err) })
+	if code := closeCode(err); code != int(websocket.StatusNormalClosure) {
+		t.Errorf("readLoop ended with %v, want a normal closure", err)
+	}
+	want := "presence:|conversation:c1|conversation:c1|settings:"
+	if strings.Join(got, "|") != want {
+		t.Errorf("got %q, want %q", strings.Join(got, "|"), want)
+	}
+}
+
+func TestDialAgentRefusesAFirstMessageThatIsNotHello(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"event","seq":1}`))
+		c.Read(r.Context()) // until the client goes
+	}))
+	defer srv.Close()
+	e := testEnv(t, srv.URL)
+	if _, _, err := e.dialAgent(context.Background(), "w1", "a1", "agent"); err == nil || !strings.Contains(err.Error(), "want hello") {
+		t.Errorf("got %v, want an error about hello", err)
+	}
+}
