@@ -1,19 +1,18 @@
 package web
 
-// The harness of the browser tests (browser_test.go): the real server binary
-// with its demo workspace, one headless Chromium, and a console per person in
-// a browser context of its own, read through the data-testid hooks that
-// index.html lists.
+// The harness of the browser tests (browser_test.go): the real server
+// binary with its demo workspace and the HTTP API, one headless Chromium,
+// and bounded waits. browser_console_test.go drives a person's console.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
 	"github.com/presencehub/presencehub/hub"
@@ -251,6 +249,46 @@ func (s *hubServer) assign(t *testing.T, who, id, agent string) {
 	s.api(t, who, http.MethodPost, "/api/v1/conversations/"+id+"/assign", map[string]any{"agent": agent, "version": v}, nil)
 }
 
+// page is the first page of a queue through the HTTP API, as who.
+func (s *hubServer) page(t *testing.T, who, queue, filter string, agents ...string) apiPage {
+	t.Helper()
+	q := url.Values{"queue": {queue}, "filter": {filter}, "limit": {"500"}}
+	if len(agents) > 0 {
+		q.Set("agents", strings.Join(agents, ","))
+	}
+	var p apiPage
+	s.api(t, who, http.MethodGet, "/api/v1/conversations?"+q.Encode(), nil, &p)
+	if p.Next != "" {
+		t.Fatalf("%s filtered by %s: more than one page", queue, filter)
+	}
+	return p
+}
+
+// ids are the ids of a queue's conversations through the HTTP API.
+func (s *hubServer) ids(t *testing.T, who, queue, filter string, agents ...string) []string {
+	t.Helper()
+	var ids []string
+	for _, it := range s.page(t, who, queue, filter, agents...).Items {
+		ids = append(ids, it.ID)
+	}
+	return ids
+}
+
+// apiSettings are the workspace settings the tests look at.
+type apiSettings struct {
+	RemoveOwnership bool `json:"remove_ownership"`
+	OfflineGrace    int  `json:"offline_grace"`
+}
+
+func (s *hubServer) settings(t *testing.T) apiSettings {
+	t.Helper()
+	var res struct {
+		Settings apiSettings `json:"settings"`
+	}
+	s.api(t, "al", http.MethodGet, "/api/v1/settings", nil, &res)
+	return res.Settings
+}
+
 // findChromium returns the path of Debian's chromium. Without one the
 // browser tests fail in CI (where `make test` installs it) and skip
 // elsewhere.
@@ -313,168 +351,6 @@ func firstRun(ctx context.Context, cancel context.CancelFunc, timeout time.Durat
 		return fmt.Errorf("no answer within %v: %w", timeout, err)
 	}
 	return err
-}
-
-// console is one person's console in a browser context of its own (its own
-// cookies and storage, as a separate browser profile would have).
-type console struct {
-	t      *testing.T
-	who    string
-	ctx    context.Context
-	cancel context.CancelFunc
-}
-
-// open signs who in to the console at srv and waits until it is live.
-func (b *browser) open(t *testing.T, srv *hubServer, who string) *console {
-	t.Helper()
-	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
-	c := &console{t: t, who: who, ctx: ctx, cancel: cancel}
-	t.Cleanup(cancel)
-	if err := firstRun(ctx, cancel, startTimeout); err != nil {
-		t.Fatalf("opening a tab for %s: %v", who, err)
-	}
-	c.watchErrors()
-	c.do("open the console",
-		chromedp.EmulateViewport(1440, 900),
-		chromedp.Navigate(srv.base+"/#token="+srv.token(t, who)),
-	)
-	c.waitJS("the console is live", `(() => {
-		const app = document.querySelector('[data-testid="app"]');
-		if (!app || !app.checkVisibility()) return "got the console hidden, want it on screen";
-		const conn = document.querySelector('[data-testid="conn-state"]').dataset.status;
-		if (conn !== "open") return "got connection " + conn + ", want open";
-		const me = document.querySelector('[data-testid="me"]').dataset.agentId;
-		return me === `+jsString(who)+` ? "" : "got signed in as " + me + ", want `+who+`";
-	})()`)
-	return c
-}
-
-// watchErrors fails the test, when it ends, with every uncaught exception
-// and console.error of the page: each is a bug of the console, whatever
-// the screen shows.
-func (c *console) watchErrors() {
-	c.t.Helper()
-	var (
-		mu       sync.Mutex // guards problems
-		problems []string
-	)
-	// fn runs in the tab's event loop: it only records.
-	fn := func(ev any) {
-		var p string
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			d := ev.ExceptionDetails
-			p = fmt.Sprintf("%s (%s:%d)", d.Text, d.URL, d.LineNumber+1)
-			if d.Exception != nil && d.Exception.Description != "" {
-				p += ": " + d.Exception.Description
-			}
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type != runtime.ConsoleAPICalledTypeError {
-				return
-			}
-			var args []string
-			for _, a := range ev.Args {
-				if a.Description != "" {
-					args = append(args, a.Description)
-				} else {
-					args = append(args, string(a.Value))
-				}
-			}
-			p = "console.error: " + strings.Join(args, " ")
-		default:
-			return
-		}
-		mu.Lock()
-		problems = append(problems, p)
-		mu.Unlock()
-	}
-	if err := chromedp.Listen(c.ctx, fn); err != nil {
-		c.t.Fatalf("%s's console: listening for errors: %v", c.who, err)
-	}
-	c.t.Cleanup(func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range problems {
-			c.t.Errorf("%s's console: got %s, want no errors in the page", c.who, p)
-		}
-	})
-}
-
-// close closes the person's browser context, as closing the window does.
-func (c *console) close() {
-	c.cancel()
-}
-
-// do runs actions in the console, bounded by stepTimeout.
-func (c *console) do(what string, actions ...chromedp.Action[chromedp.Void]) {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.ctx, stepTimeout)
-	defer cancel()
-	if err := chromedp.Do(ctx, actions...); err != nil {
-		c.t.Fatalf("%s's console: %s: %v", c.who, what, err)
-	}
-}
-
-// eval evaluates a JavaScript expression in the console and decodes its
-// value into T.
-func eval[T any](c *console, expr string) (T, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, stepTimeout)
-	defer cancel()
-	return chromedp.Run(ctx, chromedp.Evaluate[T](expr))
-}
-
-// click clicks the element that css selects, as a mouse would, once it is
-// visible. The console redraws lists and panels on live events, which can
-// take the element away between finding it and clicking it; then no mouse
-// event was sent, and the click is tried again on the element drawn anew.
-func (c *console) click(css string) {
-	c.t.Helper()
-	c.eventually("click "+css, func() error {
-		ctx, cancel := context.WithTimeout(c.ctx, stepTimeout)
-		defer cancel()
-		return chromedp.Do(ctx, chromedp.Click(chromedp.CSS(css)))
-	})
-}
-
-// waitJS waits until expr, a JavaScript expression, is "": it returns what
-// is wrong otherwise, which the failure reports.
-func (c *console) waitJS(what, expr string) {
-	c.t.Helper()
-	c.eventually(what, func() error {
-		msg, err := eval[string](c, expr)
-		if err != nil {
-			return err
-		}
-		if msg != "" {
-			return errors.New(msg)
-		}
-		return nil
-	})
-}
-
-// eventually is the package's eventually, naming the console.
-func (c *console) eventually(what string, check func() error) {
-	c.t.Helper()
-	eventually(c.t, stepTimeout, c.who+"'s console: "+what, check)
-}
-
-// screenshot saves a PNG of the whole page as name in the artifact
-// directory.
-func (c *console) screenshot(name string) string {
-	c.t.Helper()
-	ctx, cancel := context.WithTimeout(c.ctx, stepTimeout)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		c.t.Fatalf("%s's console: screenshot: %v", c.who, err)
-	}
-	dir := artifactDir(c.t)
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Logf("screenshot of %s's console: %s", c.who, path)
-	return path
 }
 
 // artifactDir is where screenshots go: $PRESENCEHUB_ARTIFACTS, else
