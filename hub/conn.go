@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -174,9 +176,21 @@ func (c *conn) readLoop() error {
 		done := make(chan struct{})
 		go func() { // ends when the request is answered
 			defer close(done)
+			defer c.survive()
 			c.handle(b)
 		}()
 		<-done
+	}
+}
+
+// survive keeps a bug in answering one request from taking the hub and
+// every other connection down: the request's connection is closed with
+// 1011 instead, and the stack goes to the log.
+func (c *conn) survive() {
+	if r := recover(); r != nil {
+		c.h.log.Error("request panicked", "ws", c.id.Workspace, "agent", c.id.Agent,
+			"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		c.shut(websocket.StatusInternalError, "internal error", true)
 	}
 }
 

@@ -282,3 +282,22 @@ func TestTokenExpiryCloses4002(t *testing.T) {
 		t.Errorf("close: got %d, want 4002", code)
 	}
 }
+
+// panicky is a Backend with a bug in History.
+type panicky struct{ Backend }
+
+func (panicky) History(string, string) ([]queues.AuditEntry, error) { panic("history is broken") }
+
+func TestPanickingRequestClosesOnlyItsSocket(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Backend = panicky{c.Backend} })
+	e.workspace("acme", queues.SettingsPatch{})
+	e.inbound("acme", "c1", "email")
+	al := e.connect("acme", "al")
+	bea := e.connect("acme", "bea")
+	al.send(`{"id":1,"op":"history","conv":"c1"}`)
+	if code := al.closed(5 * time.Second); code != websocket.StatusInternalError {
+		t.Errorf("close: got %d, want 1011", code)
+	}
+	bea.ok("settings", nil, nil)
+	e.connect("acme", "al").ok("page", map[string]any{"queue": "new"}, nil)
+}
