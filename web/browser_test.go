@@ -58,6 +58,33 @@ func TestBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("AssignToAnOfflineAgentWaitsForThem", func(t *testing.T) {
+		srv := startHub(t, bin)
+		al := b.open(t, srv, "al")
+
+		// Cy is offline: Al may still give him Dana Whitfield, and is told
+		// Cy hears of it when he is back.
+		al.waitDot("cy", "offline")
+		al.openConversation("c1")
+		al.click(`[data-testid="owner-select"]`)
+		al.click(`[data-testid="owner-menu"] [data-testid="owner-option"][data-agent-id="cy"]`)
+		al.waitText(`[data-testid="conversation"] [data-testid="owner-label"]`, "Waiting on Cy Okafor")
+		al.waitText(`[data-testid="pane-notice"]`, "Cy Okafor is offline and will be notified when they are back.")
+
+		// When Cy signs in, the assignments made while he was away come as
+		// one grouped list: Ann's from the demo's seed and Al's.
+		cy := b.open(t, srv, "cy")
+		cy.waitRow("new", "c1", "cy", "Waiting on Cy Okafor")
+		if got := cy.notifCount(); got != 2 {
+			t.Errorf("Cy's bell: got %d unread, want 2", got)
+		}
+		cy.click(`[data-testid="notif-bell"]`)
+		cy.waitText(`[data-testid="notif-summary"]`,
+			"2 conversations assigned to you while you were away: Ann Admin (1), Al Rivera (1)")
+		cy.waitText(`[data-testid="notif-panel"] [data-testid="notif-item"][data-conv-id="c1"] .notif-text`,
+			"Al Rivera assigned you Dana Whitfield")
+	})
+
 	t.Run("RemoveOwnershipShowsOnAgentsScreens", func(t *testing.T) {
 		srv := startHub(t, bin)
 		ann := b.open(t, srv, "ann")
