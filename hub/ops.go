@@ -222,11 +222,17 @@ func (c *conn) assign(ctx context.Context, req *request) (any, error) {
 	if req.Agent == "" {
 		return nil, invalidField("agent", "required (use unassign to clear the owner)")
 	}
+	if err := needVersion(req); err != nil {
+		return nil, err
+	}
 	return convReply(c.backend().Assign(ctx, c.id.Workspace, c.id.Actor(), req.Conv, req.Agent, req.Version))
 }
 
 func (c *conn) unassign(ctx context.Context, req *request) (any, error) {
 	if err := needConv(req); err != nil {
+		return nil, err
+	}
+	if err := needVersion(req); err != nil {
 		return nil, err
 	}
 	return convReply(c.backend().Assign(ctx, c.id.Workspace, c.id.Actor(), req.Conv, "", req.Version))
@@ -389,6 +395,15 @@ func (c *conn) adminLog(_ context.Context, req *request) (any, error) {
 func needConv(req *request) error {
 	if req.Conv == "" {
 		return invalidField("conv", "required")
+	}
+	return nil
+}
+
+// needVersion: an ownership change must say which version its sender saw
+// (versions start at 1), so two agents racing cannot both win silently.
+func needVersion(req *request) error {
+	if req.Version == 0 {
+		return invalidField("version", "required: the conversation version you saw")
 	}
 	return nil
 }

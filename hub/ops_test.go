@@ -86,6 +86,9 @@ func TestConversationOps(t *testing.T) {
 	al.ok("assign", map[string]any{"conv": "c1", "agent": "al", "version": res.Conv.Version}, &res)
 	// A change made against an old version conflicts.
 	al.fails("unassign", map[string]any{"conv": "c1", "version": c.Version}, codeConflict)
+	// An ownership change without the version its sender saw names the field.
+	al.fails("unassign", map[string]any{"conv": "c1"}, codeInvalid)
+	al.fails("assign", map[string]any{"conv": "c1", "agent": "al"}, codeInvalid)
 	al.ok("move", map[string]any{"conv": "c1", "queue": "pending"}, &res)
 	al.ok("boomerang", map[string]any{"conv": "c1", "preset": "1h"}, &res)
 	if d := time.Until(res.Conv.Boomerang); d < 59*time.Minute || d > time.Hour {
