@@ -175,8 +175,11 @@ func decodeWorkspace(b []byte) (wsRecord, error) {
 	s.IdleLogout = int(d.varint())
 	s.DefaultBoomerang = int(d.varint())
 	n := d.uvarint()
-	if n > uint64(len(d.b)) {
+	// A channel takes at least two bytes (a length and a flag): refuse a
+	// count the record cannot hold before sizing a map or looping by it.
+	if n > uint64(len(d.b))/2 {
 		d.fail()
+		n = 0
 	}
 	s.AutoOwnership = make(map[string]bool, n)
 	for range n {

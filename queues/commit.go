@@ -2,7 +2,6 @@ package queues
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -375,11 +374,7 @@ func (t *wsTx) emit(ev Event) uint64 {
 	if ev.At.IsZero() {
 		ev.At = t.b.s.now()
 	}
-	wire, err := json.Marshal(wireEvent{Type: "event", Event: &ev})
-	if err != nil {
-		// Every field is a plain value: this cannot fail.
-		panic(fmt.Sprintf("encode event: %v", err))
-	}
+	wire := appendEventWire(make([]byte, 0, 512), &ev)
 	ev.Wire = wire
 	t.events = append(t.events, ev)
 	t.b.set(eventKey(t.name, ev.Seq), wire)
@@ -389,7 +384,8 @@ func (t *wsTx) emit(ev Event) uint64 {
 	return ev.Seq
 }
 
-// wireEvent is an event as the hub sends it.
+// wireEvent is an event as the hub sends it; appendEventWire writes the
+// same bytes json.Marshal would, and decodeWire reads them back with it.
 type wireEvent struct {
 	Type string `json:"type"`
 	*Event
