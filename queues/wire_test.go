@@ -29,7 +29,7 @@ func TestWireMatchesEncodingJSON(t *testing.T) {
 		{Seq: 3, At: at, Kind: EventConversation, Actor: System, Prev: &ConvState{Queue: QueueNew}},
 		{Seq: 4, At: at, Kind: EventPresence, Actor: System, Reason: "grace_expired",
 			Presence: &PresenceChange{Agent: "alice", From: StatusOnline, To: StatusOffline, Reason: "grace_expired", LastSeen: at},
-			Agent: &agent},
+			Agent:    &agent},
 		{Seq: 5, At: at, Kind: EventPresence, Presence: &PresenceChange{Agent: "a", From: StatusOffline, To: StatusOnline},
 			Agent: &Agent{ID: "a", StatusSince: at}},
 		{Seq: 6, At: at, Kind: EventSettings, Actor: admin, Settings: &set},
