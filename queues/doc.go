@@ -36,7 +36,12 @@
 // Inbound naming it. Ids (workspace, agent, conversation) are 1 to 128
 // letters, digits or "-_.:@", because '/' separates the parts of keys.
 // Assigning a resolved conversation is refused (ErrConflict): resolved
-// conversations have no owner. A grace deadline alone (a reconnect inside
+// conversations have no owner. Auto-Ownership likewise leaves a resolved
+// conversation unowned. A boomerang must lie in the future and at most 365
+// days ahead; setting one on a conversation in new is refused
+// (ErrConflict), and entering new or resolved cancels it. A grace deadline
+// fires in the store only GraceSlack after it passed: the presence tracker
+// acts at the deadline itself, and the store steps in when it did not. A grace deadline alone (a reconnect inside
 // the grace) is stored without an event, and marking notifications read
 // emits none: neither is visible to anyone else.
 package queues
