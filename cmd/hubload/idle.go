@@ -74,6 +74,11 @@ func runIdle(ctx context.Context, e *env) (*report, error) {
 	rep.Results.add("rss_after_mib", mib(after.RSS))
 	rep.Results.add("rss_after_hold_mib", mib(held.RSS))
 	rep.Results.add("rss_per_conn_kib", round2(float64(after.RSS-before.RSS)/1024/float64(cfg.n)))
+	// Heap in use still holds garbage the GC has not collected (hellos,
+	// the presence events of the login); RSS also holds freed pages the
+	// runtime has not returned. Both are upper bounds of the cost.
+	rep.Results.add("heap_per_conn_kib", round2(float64(after.Heap-before.Heap)/1024/float64(cfg.n)))
+	rep.Results.add("stacks_per_conn_kib", round2(float64(after.Stacks-before.Stacks)/1024/float64(cfg.n)))
 	rep.Results.add("goroutines_before", before.Goroutines)
 	rep.Results.add("goroutines_after", after.Goroutines)
 	rep.Results.add("goroutines_per_conn", round2(float64(after.Goroutines-before.Goroutines)/float64(cfg.n)))

@@ -206,8 +206,8 @@ func (c *config) check() error {
 	if c.convs < 0 || c.convs > 1_000_000 {
 		bad("-convs: 0 to 1,000,000")
 	}
-	if c.bursts < 1 || c.bursts > 100_000 {
-		bad("-bursts: 1 to 100,000")
+	if c.bursts < 1 || c.bursts > 1000 {
+		bad("-bursts: 1 to 1,000 (each keeps its own histogram)")
 	}
 	if c.spacing <= 0 {
 		bad("-spacing: positive")

@@ -25,6 +25,8 @@ type serverSample struct {
 	RSS        int64   `json:"rss_bytes"`
 	Goroutines int64   `json:"goroutines"`
 	CPU        float64 `json:"cpu_seconds"` // user + system since the server started
+	Heap       int64   `json:"heap_inuse_bytes"`
+	Stacks     int64   `json:"stack_inuse_bytes"`
 	at         time.Time
 }
 
@@ -39,10 +41,16 @@ type serverProbe struct {
 }
 
 func (p *serverProbe) sample(ctx context.Context) serverSample {
-	s := serverSample{RSS: -1, Goroutines: -1, CPU: -1, at: time.Now()}
+	s := serverSample{RSS: -1, Goroutines: -1, CPU: -1, Heap: -1, Stacks: -1, at: time.Now()}
 	m := p.scrape(ctx)
 	if v, ok := m["go_goroutines"]; ok {
 		s.Goroutines = int64(v)
+	}
+	if v, ok := m["go_memstats_heap_inuse_bytes"]; ok {
+		s.Heap = int64(v)
+	}
+	if v, ok := m["go_memstats_stack_inuse_bytes"]; ok {
+		s.Stacks = int64(v)
 	}
 	if p.pid > 0 {
 		if rss, err := procRSS(p.pid); err == nil {
