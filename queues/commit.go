@@ -152,7 +152,7 @@ func (s *Store) commitBatch(reqs []*request) {
 			for _, undo := range b.onFail {
 				undo()
 			}
-			err = fmt.Errorf("%w: commit failed: %v", ErrUnavailable, err)
+			err = fmt.Errorf("%w: commit failed: %w", ErrUnavailable, err)
 			s.failed.Store(&err)
 			s.log.Error("store commit failed", "err", err, "requests", len(reqs))
 			// Every request fails, even one the rules refused: it was
@@ -187,6 +187,9 @@ func (s *Store) write(ops []op) error {
 	if e := s.writeFault.Load(); e != nil {
 		return *e
 	}
+	if err := s.roomFor(ops); err != nil {
+		return err
+	}
 	txn := s.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	put := func(o op) error {
@@ -209,6 +212,40 @@ func (s *Store) write(ops []op) error {
 		}
 	}
 	return txn.Commit()
+}
+
+// errDiskFull: a commit was refused because the disk has no room for it.
+var errDiskFull = errors.New("disk full")
+
+// minFreeBytes is the room a commit leaves on the disk for what Badger
+// writes by itself (manifest, small flushes).
+const minFreeBytes = 4 << 20
+
+// roomFor refuses a commit the disk cannot hold. Badger appends to its
+// write-ahead log through a memory map of a sparse file: on a full disk the
+// write does not fail, the process dies of SIGBUS. So the store checks the
+// free space itself, before every commit, and fails the batch cleanly
+// instead (ErrUnavailable; Ready reports it until there is room again).
+// Badger's own flushes and compactions also write through memory maps and
+// are not covered: keep well over a memtable (64 MiB) free.
+func (s *Store) roomFor(ops []op) error {
+	if s.opts.InMemory {
+		return nil
+	}
+	free, ok := diskFree(s.opts.Dir)
+	if !ok {
+		return nil
+	}
+	// Each entry costs its key and value plus a header and checksum in
+	// the log; twice that covers the log and the memtable's flush share.
+	need := uint64(minFreeBytes)
+	for _, o := range ops {
+		need += 2 * uint64(len(o.k)+len(o.v)+32)
+	}
+	if free < need {
+		return fmt.Errorf("%w: %d bytes free in %s, a commit needs %d", errDiskFull, free, s.opts.Dir, need)
+	}
+	return nil
 }
 
 // batch is the overlay one commit builds on the committed state.

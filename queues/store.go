@@ -3,6 +3,7 @@ package queues
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -222,6 +223,13 @@ func (s *Store) Ready() error {
 		return fmt.Errorf("%w: closed", ErrUnavailable)
 	}
 	if e := s.failed.Load(); e != nil {
+		// A commit refused for want of disk space is no reason to stay
+		// unready once there is room again, even before the next write.
+		if errors.Is(*e, errDiskFull) && !s.opts.InMemory {
+			if free, ok := diskFree(s.opts.Dir); ok && free >= minFreeBytes {
+				return nil
+			}
+		}
 		return *e
 	}
 	return nil
