@@ -87,7 +87,8 @@ func (s *fanState) handle(i int, m *message, at time.Duration) {
 	}
 	ws := s.e.memberWS(i)
 	j, ok := convIndex(m.ConvID)
-	if !ok || j >= len(s.convs[ws]) {
+	// Version 0 would match a slot never stamped; no change produces it.
+	if !ok || j >= len(s.convs[ws]) || m.Version == 0 {
 		s.unmatched.Add(1)
 		return
 	}
