@@ -79,7 +79,8 @@ var (
 // every frame, splits it on '\n' and handles each message in order: hello
 // and events go to onMsg, replies to their waiting request (after the
 // request's hook, if any, ran on the reader: a subscribe's hook must see
-// its reply before the events that follow it).
+// its reply before the events that follow it), and replies to requests
+// written with send to onMsg.
 type wsConn struct {
 	c     *websocket.Conn
 	onMsg func(*wsMsg) // called on the reader goroutine, in order
@@ -161,6 +162,7 @@ func (w *wsConn) read() {
 				delete(w.waiting, string(m.ID))
 				w.mu.Unlock()
 				if p == nil {
+					w.onMsg(m) // a reply nobody waits for: sent with send
 					continue
 				}
 				if p.hook != nil {
@@ -227,14 +229,10 @@ func (w *wsConn) do(ctx context.Context, req map[string]any, hook func(*wsMsg)) 
 	}
 }
 
-// send writes a request without waiting for its reply (the flood).
-func (w *wsConn) send(ctx context.Context, req map[string]any) error {
-	req["id"] = w.next.Add(1)
-	b, err := json.Marshal(req)
-	if err != nil {
-		return err
-	}
-	return w.c.Write(ctx, websocket.MessageText, b)
+// sendRaw writes an encoded request without waiting for its reply (the
+// flood); its reply goes to onMsg.
+func (w *wsConn) sendRaw(ctx context.Context, frame []byte) error {
+	return w.c.Write(ctx, websocket.MessageText, frame)
 }
 
 // close closes politely (bounded by the library: 5 s for the handshake)

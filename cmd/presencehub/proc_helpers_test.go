@@ -116,8 +116,16 @@ func startHub(t *testing.T, bin, addr, dir string, o hubOptions) *hubProc {
 	}()
 	t.Cleanup(func() {
 		p.kill()
-		if t.Failed() {
-			t.Logf("hub log %s (pid %d):\n%s", p.logPath, p.pid(), p.logTail(4000))
+		if !t.Failed() {
+			return
+		}
+		if st, err := os.Stat(p.logPath); err == nil && st.Size() == 0 {
+			return
+		}
+		if c := p.crash(); c != "" {
+			t.Logf("hub (pid %d) crashed; %s has it all:\n%s", p.pid(), p.logPath, c)
+		} else {
+			t.Logf("hub log %s (pid %d):\n%s", p.logPath, p.pid(), p.logTail(3000))
 		}
 	})
 	deadline := time.After(20 * time.Second)
@@ -189,6 +197,54 @@ func (p *hubProc) logTail(n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// crash is the start of a Go crash report in the log (the fatal error or
+// panic, the signal, and the failing goroutine's stack), or "" if the
+// process did not crash.
+func (p *hubProc) crash() string {
+	b, _ := os.ReadFile(p.logPath)
+	lines := strings.Split(string(b), "\n")
+	for i, line := range lines {
+		if strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") || strings.HasPrefix(line, "unexpected fault address") {
+			var out []string
+			for _, l := range lines[i:min(len(lines), i+40)] {
+				if l == "" && len(out) > 4 {
+					break // the end of the failing goroutine's stack
+				}
+				out = append(out, l)
+			}
+			return strings.Join(out, "\n")
+		}
+	}
+	return ""
+}
+
+// crashSummary is a crash in one line: the fatal error, the signal and the
+// first frame outside the runtime.
+func (p *hubProc) crashSummary() string {
+	c := p.crash()
+	if c == "" {
+		return ""
+	}
+	var parts []string
+	lines := strings.Split(c, "\n")
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "fatal error: "), strings.HasPrefix(l, "panic: "), strings.HasPrefix(l, "[signal "):
+			parts = append(parts, l)
+		case strings.Contains(l, "(") && !strings.HasPrefix(l, "\t") && !strings.HasPrefix(l, "runtime.") &&
+			!strings.HasPrefix(l, "goroutine ") && !strings.HasPrefix(l, "unexpected fault"):
+			where := ""
+			if i+1 < len(lines) {
+				where = strings.Fields(strings.TrimSpace(lines[i+1]))[0]
+			}
+			fn, _, _ := strings.Cut(l, "(0x")
+			fn, _, _ = strings.Cut(fn, "(_,")
+			return strings.Join(parts, " ") + " in " + fn + " at " + where
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 // rssKiB reads the process's resident set size from /proc.
@@ -322,12 +378,10 @@ type inboundAnswer struct {
 	Seq          uint64              `json:"seq"`
 }
 
-var goroutinesLine = regexp.MustCompile(`(?m)^go_goroutines ([0-9.e+]+)$`)
-
-// goroutines reads go_goroutines from the hub's /metrics. Each scrape uses
-// a connection of its own, closed after it, so the scrapes themselves leave
-// no server goroutine behind.
-func goroutines(base string) (int, error) {
+// metric reads one unlabelled metric from the hub's /metrics. Each scrape
+// uses a connection of its own, closed after it, so the scrapes themselves
+// leave no server goroutine behind.
+func metric(base, name string) (float64, error) {
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
 	resp, err := hc.Get(base + "/metrics")
 	if err != nil {
@@ -338,11 +392,16 @@ func goroutines(base string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	m := goroutinesLine.FindSubmatch(b)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + ` (\S+)$`).FindSubmatch(b)
 	if m == nil {
-		return 0, fmt.Errorf("no go_goroutines in /metrics")
+		return 0, fmt.Errorf("no %s in /metrics", name)
 	}
-	f, err := strconv.ParseFloat(string(m[1]), 64)
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// goroutines reads go_goroutines from the hub's /metrics.
+func goroutines(base string) (int, error) {
+	f, err := metric(base, "go_goroutines")
 	return int(f), err
 }
 
