@@ -14,23 +14,36 @@ import (
 	"github.com/presencehub/presencehub/queues"
 )
 
-// presenceSink commits the tracker's updates to the store, in the order the
-// tracker made them. The tracker calls push from its own goroutine, which must
-// never wait on I/O, so push only appends to a queue; run does the writes.
+// presenceSink commits the tracker's updates to the store. The tracker calls
+// push from its own goroutine, which must never wait on I/O, so push only
+// queues; a pool of workers does the writes.
+//
+// Each agent's updates are committed one after another, in the order the
+// tracker made them (a transition must not overtake the one before it).
+// Different agents' updates are committed concurrently, so the store's
+// committer puts them in the same batch: a burst of logins costs a few
+// fsyncs, not one each. A backlog here would also let the store's safety
+// net for lost grace timers act on a deadline whose reconnect is still
+// queued, so keeping up matters for correctness, not only speed.
 //
 // The queue is not bounded: dropping a presence update would lose a
 // transition (and with it a Remove Ownership sweep), and its length is at
-// most the number of presence changes in flight, which the store drains at
-// thousands per second.
+// most the presence changes in flight.
 type presenceSink struct {
 	store  *queues.Store
 	closer agentCloser
 	log    *slog.Logger
 
-	mu      sync.Mutex        // guards pending
-	pending []presence.Update // committed in order by run
-	wake    chan struct{}     // capacity 1: "pending is not empty"
+	mu       sync.Mutex
+	cond     *sync.Cond                         // signalled when ready grows or stopping is set; uses mu
+	pending  map[presence.Key][]presence.Update // guarded by mu: updates not yet taken by a worker
+	ready    []presence.Key                     // guarded by mu: agents with pending updates and no worker, oldest first
+	busy     map[presence.Key]bool              // guarded by mu: agents a worker is committing for
+	stopping bool                               // guarded by mu: drain what is queued, then stop
 }
+
+// sinkWorkers bounds the commits in flight; the committer batches them.
+const sinkWorkers = 64
 
 // agentCloser closes an agent's sockets; the hub does it.
 type agentCloser interface {
@@ -38,47 +51,75 @@ type agentCloser interface {
 }
 
 func newPresenceSink(store *queues.Store, closer agentCloser, log *slog.Logger) *presenceSink {
-	return &presenceSink{store: store, closer: closer, log: log, wake: make(chan struct{}, 1)}
+	p := &presenceSink{
+		store: store, closer: closer, log: log,
+		pending: make(map[presence.Key][]presence.Update),
+		busy:    make(map[presence.Key]bool),
+	}
+	p.cond = sync.NewCond(&p.mu)
+	return p
 }
 
 func (p *presenceSink) push(u presence.Update) {
 	p.mu.Lock()
-	p.pending = append(p.pending, u)
-	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
+	defer p.mu.Unlock()
+	q := p.pending[u.Key]
+	if len(q) == 0 && !p.busy[u.Key] {
+		p.ready = append(p.ready, u.Key)
 	}
+	p.pending[u.Key] = append(q, u)
+	p.cond.Signal()
 }
 
 // run commits updates until ctx is done, then commits what is still queued
-// with a short bound, so a shutdown does not drop the last transitions.
+// within a short bound, so a shutdown does not drop the last transitions.
 func (p *presenceSink) run(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			drain, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			p.flush(drain)
-			cancel()
-			return
-		case <-p.wake:
-			p.flush(ctx)
-		}
+	drain, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelDrain()
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.stopping = true
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		time.AfterFunc(5*time.Second, cancelDrain) // bounds the final drain
+	})
+	defer stop()
+	var wg sync.WaitGroup
+	for range sinkWorkers {
+		wg.Go(func() { p.work(drain) }) // ends when stopping and nothing is ready
 	}
+	wg.Wait()
 }
 
-func (p *presenceSink) flush(ctx context.Context) {
+// work takes one agent's queued updates at a time and commits them in order.
+func (p *presenceSink) work(ctx context.Context) {
 	for {
 		p.mu.Lock()
-		batch := p.pending
-		p.pending = nil
-		p.mu.Unlock()
-		if len(batch) == 0 {
+		for len(p.ready) == 0 && !p.stopping {
+			p.cond.Wait()
+		}
+		if len(p.ready) == 0 {
+			p.mu.Unlock()
 			return
 		}
+		key := p.ready[0]
+		p.ready = p.ready[1:]
+		batch := p.pending[key]
+		delete(p.pending, key)
+		p.busy[key] = true
+		p.mu.Unlock()
+
 		for _, u := range batch {
 			p.commit(ctx, u)
 		}
+
+		p.mu.Lock()
+		delete(p.busy, key)
+		if len(p.pending[key]) > 0 {
+			p.ready = append(p.ready, key)
+			p.cond.Signal()
+		}
+		p.mu.Unlock()
 	}
 }
 
