@@ -74,20 +74,21 @@ func (p *presenceSink) push(u presence.Update) {
 // run commits updates until ctx is done, then commits what is still queued
 // within a short bound, so a shutdown does not drop the last transitions.
 func (p *presenceSink) run(ctx context.Context) {
+	// Commits outlive ctx so the final drain can finish; the drain itself
+	// is bounded below.
 	drain, cancelDrain := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelDrain()
-	stop := context.AfterFunc(ctx, func() {
-		p.mu.Lock()
-		p.stopping = true
-		p.cond.Broadcast()
-		p.mu.Unlock()
-		time.AfterFunc(5*time.Second, cancelDrain) // bounds the final drain
-	})
-	defer stop()
 	var wg sync.WaitGroup
 	for range sinkWorkers {
 		wg.Go(func() { p.work(drain) }) // ends when stopping and nothing is ready
 	}
+	<-ctx.Done()
+	p.mu.Lock()
+	p.stopping = true
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	bound := time.AfterFunc(5*time.Second, cancelDrain)
+	defer bound.Stop()
 	wg.Wait()
 }
 
