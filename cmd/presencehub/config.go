@@ -23,6 +23,7 @@ type serveConfig struct {
 	PublicURL string        // base URL printed in console links; default http://<addr>
 	DebugAddr string        // pprof listener, off when empty
 	DrainWait time.Duration // how long shutdown waits for sockets; default 10s
+	APIRate   float64       // HTTP API requests per second per caller (burst twice that); default 50, negative = off
 }
 
 type lookupEnv func(string) (string, bool)
@@ -45,6 +46,7 @@ func parseServe(args []string, env lookupEnv, stderr io.Writer) (serveConfig, er
 	fs.StringVar(&c.PublicURL, "public-url", "", "base URL for the console links printed at start-up (PRESENCEHUB_PUBLIC_URL)")
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve /debug/pprof on this address; off when empty (PRESENCEHUB_DEBUG_ADDR)")
 	fs.DurationVar(&c.DrainWait, "drain", 10*time.Second, "how long shutdown waits for sockets to close (PRESENCEHUB_DRAIN)")
+	fs.Float64Var(&c.APIRate, "api-rate", 50, "HTTP API requests per second per caller, burst twice that; negative turns the limit off (PRESENCEHUB_API_RATE)")
 
 	// The environment fills in what the command line does not set.
 	set := map[string]bool{}
@@ -81,6 +83,9 @@ func parseServe(args []string, env lookupEnv, stderr io.Writer) (serveConfig, er
 	}
 	if len(c.Secret) < 16 {
 		return c, fmt.Errorf("secret: set -secret or PRESENCEHUB_SECRET to at least 16 bytes (it signs and checks every token)")
+	}
+	if c.APIRate == 0 {
+		return c, fmt.Errorf("api-rate: 0 would refuse every request; use a positive rate, or a negative one to turn the limit off")
 	}
 	if c.PublicURL == "" {
 		c.PublicURL = "http://" + c.Addr

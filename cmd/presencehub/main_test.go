@@ -65,6 +65,8 @@ func TestParseServeFlagsEnvDefaults(t *testing.T) {
 		{name: "short secret", args: []string{"-secret", "short"}, wantErr: "at least 16"},
 		{name: "bad env bool", env: map[string]string{"PRESENCEHUB_SECRET": testSecret, "PRESENCEHUB_DURABLE": "maybe"}, wantErr: "PRESENCEHUB_DURABLE"},
 		{name: "bad log level", args: []string{"-secret", testSecret, "-log-level", "loud"}, wantErr: "log-level"},
+		{name: "api rate", args: []string{"-secret", testSecret, "-api-rate", "200"}, want: func(c serveConfig) bool { return c.APIRate == 200 }},
+		{name: "api rate zero", args: []string{"-secret", testSecret, "-api-rate", "0"}, wantErr: "api-rate"},
 		{name: "stray argument", args: []string{"-secret", testSecret, "extra"}, wantErr: "unexpected argument"},
 	}
 	for _, tt := range tests {

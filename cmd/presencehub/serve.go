@@ -80,10 +80,11 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 	mux := http.NewServeMux()
 	mux.Handle("/ws", h)
 	mux.Handle("/api/v1/", hub.NewAPI(hub.APIConfig{
-		Backend:  store,
-		Verifier: verifier,
-		Logger:   log.With("component", "api"),
-		Observer: m,
+		Backend:   store,
+		Verifier:  verifier,
+		Logger:    log.With("component", "api"),
+		Observer:  m,
+		RateLimit: cfg.APIRate,
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
