@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -167,6 +168,13 @@ func (c *conn) readLoop() error {
 		}
 		if typ != websocket.MessageText {
 			c.shut(websocket.StatusPolicyViolation, "binary frames are not accepted", true)
+			continue
+		}
+		// RFC 6455 8.1: a text frame that is not UTF-8 fails the
+		// connection with 1007. Decoding it anyway would turn the bad
+		// bytes into U+FFFD and store text the client never sent.
+		if !utf8.Valid(b) {
+			c.shut(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8", true)
 			continue
 		}
 		// The request is answered on a goroutine of its own, and waited
