@@ -181,9 +181,9 @@ func (a *API) setBoomerang(w http.ResponseWriter, r *http.Request, id Identity) 
 			return apiInvalid("at", "want an RFC 3339 time such as 2026-11-21T10:00:00Z")
 		}
 	case body.In != nil:
-		// A year is past any real follow-up, and the bound keeps the
-		// multiplication below from overflowing. The WebSocket's limit too.
-		if *body.In < 1 || *body.In > int64(366*24*time.Hour/time.Second) {
+		// The store's bound (a year) also keeps the multiplication below
+		// from overflowing; the WebSocket checks the same one.
+		if *body.In < 1 || *body.In > maxBoomerangIn {
 			return apiInvalid("in", "want a number of seconds from 1 to a year")
 		}
 		at = time.Now().Add(time.Duration(*body.In) * time.Second)

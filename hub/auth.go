@@ -43,11 +43,8 @@ var (
 	ErrExpired  = errors.New("token expired")
 )
 
-// Limits on what a token may name, so an id never becomes an unbounded key.
-const (
-	maxIDLen   = 128
-	maxNameLen = 128
-)
+// maxNameLen bounds a token's display name (ids are bounded by ValidID).
+const maxNameLen = 128
 
 // Verifier checks HS256 tokens signed with one secret.
 type Verifier struct {
@@ -116,24 +113,9 @@ func checkIdentity(id Identity) error {
 	return nil
 }
 
-// ValidID checks an id taken from outside (token, URL, body): 1 to 128
-// bytes of letters, digits and "-_.:@". The store's keys use "/" as a
-// separator, so it must never appear in an id.
-func ValidID(field, s string) error {
-	if s == "" || len(s) > maxIDLen {
-		return fmt.Errorf("%s: must be 1 to %d characters", field, maxIDLen)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '-' || c == '_' || c == '.' || c == ':' || c == '@':
-		default:
-			return fmt.Errorf("%s: only letters, digits and -_.:@ are allowed", field)
-		}
-	}
-	return nil
-}
+// ValidID checks an id taken from outside (token, URL, body) by the
+// store's rules: see queues.ValidID.
+func ValidID(field, s string) error { return queues.ValidID(field, s) }
 
 // Mint signs a token for id that expires after ttl. The token subcommand and
 // tests use it; a helpdesk backend may mint the same claims with any JWT

@@ -59,8 +59,9 @@ const (
 	defaultLimit    = 50
 	defaultLogLimit = 50
 	maxLogLimit     = 500
-	// maxBoomerangIn is the longest relative boomerang, in seconds.
-	maxBoomerangIn = 366 * 24 * 3600
+	// maxBoomerangIn is the longest relative boomerang, in seconds: the
+	// store's bound, so the hub never accepts what the store refuses.
+	maxBoomerangIn = int64(queues.MaxBoomerangAhead / time.Second)
 )
 
 func (c *conn) backend() Backend { return c.h.cfg.Backend }

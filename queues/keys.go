@@ -133,9 +133,17 @@ func wsOf(k []byte) string {
 // validID checks an id used inside keys: 1 to 128 bytes of letters, digits
 // and "-_.:@" (the same rule as the hub's tokens). The key layout depends on
 // ids never holding '/'.
-func validID(field, s string) error {
+
+// ValidID checks an id taken from outside (token, URL, body): 1 to 128
+// bytes of letters, digits and "-_.:@", and not "." or "..", which a URL
+// path cannot carry as a segment. Keys use '/' as a separator, so it must
+// never appear in an id. The error is an *InvalidError naming field.
+func ValidID(field, s string) error {
 	if s == "" || len(s) > 128 {
 		return invalid(field, "must be 1 to 128 characters")
+	}
+	if s == "." || s == ".." {
+		return invalid(field, "must not be . or ..")
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]

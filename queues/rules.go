@@ -276,9 +276,10 @@ func ruleMove(c *convRec, by Actor, to Queue, version uint64, env *ruleEnv) (out
 	return o.finish(why, by), nil
 }
 
-// maxBoomerangAhead is how far ahead a boomerang may be set: a year, far
+// MaxBoomerangAhead is how far ahead a boomerang may be set: a year, far
 // past the presets (15 min to 24 h) and the longest default (30 days).
-const maxBoomerangAhead = 365 * 24 * time.Hour
+// The hub checks relative boomerangs against it too, so both say the same.
+const MaxBoomerangAhead = 365 * 24 * time.Hour
 
 // ruleSetBoomerang sets (at in the future) or cancels (zero at) a boomerang
 // on a pending or resolved conversation; a new one replaces the old.
@@ -297,7 +298,7 @@ func ruleSetBoomerang(c *convRec, by Actor, at time.Time, version uint64, env *r
 		}
 		// A bound keeps every deadline inside what keys and records
 		// store exactly (nanoseconds since 1970 in 64 bits end in 2262).
-		if at.After(env.now.Add(maxBoomerangAhead)) {
+		if at.After(env.now.Add(MaxBoomerangAhead)) {
 			return outcome{}, invalid("at", "must be at most 365 days ahead")
 		}
 		if c.Queue == QueueNew {

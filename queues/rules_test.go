@@ -259,8 +259,8 @@ func TestRuleSetBoomerang(t *testing.T) {
 		{"not on new", conv(QueueNew, ""), later, ErrConflict, false},
 		{"not in the past", conv(QueuePending, ""), t0.Add(-time.Minute), ErrInvalid, false},
 		{"not now", conv(QueuePending, ""), t0, ErrInvalid, false},
-		{"a year ahead", conv(QueuePending, ""), t0.Add(maxBoomerangAhead), nil, true},
-		{"past a year ahead", conv(QueuePending, ""), t0.Add(maxBoomerangAhead + time.Second), ErrInvalid, false},
+		{"a year ahead", conv(QueuePending, ""), t0.Add(MaxBoomerangAhead), nil, true},
+		{"past a year ahead", conv(QueuePending, ""), t0.Add(MaxBoomerangAhead + time.Second), ErrInvalid, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
