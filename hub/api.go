@@ -9,6 +9,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -147,6 +148,13 @@ func NewAPI(cfg APIConfig) http.Handler {
 // are replaced by JSON errors (keeping the mux's Allow header) so every
 // answer of the API has the same shape.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The mux answers an unclean path ("/./", "//", "/../") with a redirect
+	// that has no JSON body; no id can contain such a segment, so it is
+	// simply not found.
+	if p := r.URL.Path; p != "" && path.Clean(p) != p && path.Clean(p)+"/" != p {
+		a.writeError(w, &apiError{status: http.StatusNotFound, code: "not_found", msg: "no such path: " + p})
+		return
+	}
 	h, pattern := a.mux.Handler(r)
 	if pattern == "" {
 		p := &apiProbe{header: make(http.Header)}
