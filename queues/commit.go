@@ -301,7 +301,7 @@ func (b *batch) ws(name string, create bool) (*wsTx, error) {
 	if w != nil {
 		t.rec = w.rec
 	} else {
-		if err := validID("workspace", name); err != nil {
+		if err := ValidID("workspace", name); err != nil {
 			return nil, err
 		}
 		t.rec = wsRecord{Settings: DefaultSettings()}

@@ -15,7 +15,7 @@ import (
 // EnsureWorkspace creates the workspace with the default settings if it
 // does not exist.
 func (s *Store) EnsureWorkspace(ctx context.Context, ws string) error {
-	if err := validID("workspace", ws); err != nil {
+	if err := ValidID("workspace", ws); err != nil {
 		return err
 	}
 	if _, err := s.workspace(ws); err == nil {
@@ -32,10 +32,10 @@ func (s *Store) EnsureWorkspace(ctx context.Context, ws string) error {
 // updates their name and role, creating the workspace if needed. Presence
 // fields of a are ignored: only ApplyPresence changes them.
 func (s *Store) EnsureAgent(ctx context.Context, ws string, a Agent) (Agent, error) {
-	if err := validID("workspace", ws); err != nil {
+	if err := ValidID("workspace", ws); err != nil {
 		return Agent{}, err
 	}
-	if err := validID("agent", a.ID); err != nil {
+	if err := ValidID("agent", a.ID); err != nil {
 		return Agent{}, err
 	}
 	if a.Role != RoleAgent && a.Role != RoleAdmin {
@@ -80,10 +80,10 @@ func (s *Store) EnsureAgent(ctx context.Context, ws string, a Agent) (Agent, err
 // Inbound delivers a customer message, creating the conversation (and the
 // workspace) on the first one. A repeated MessageID changes nothing.
 func (s *Store) Inbound(ctx context.Context, ws string, in Inbound) (Result, error) {
-	if err := validID("workspace", ws); err != nil {
+	if err := ValidID("workspace", ws); err != nil {
 		return Result{}, err
 	}
-	if err := validID("conversation", in.Conversation); err != nil {
+	if err := ValidID("conversation", in.Conversation); err != nil {
 		return Result{}, err
 	}
 	if err := validMessageID(in.MessageID); err != nil {
