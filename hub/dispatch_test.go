@@ -1,0 +1,69 @@
+package hub
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/presencehub/presencehub/queues"
+)
+
+type blockingPublisher struct {
+	release chan struct{}
+	mu      sync.Mutex
+	got     map[string][]uint64
+}
+
+func (p *blockingPublisher) Publish(ws string, events []queues.Event) {
+	<-p.release
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, ev := range events {
+		p.got[ws] = append(p.got[ws], ev.Seq)
+	}
+}
+
+// TestDispatcherNeverBlocksAndKeepsOrder: while the fan-out behind it is
+// stuck, Publish still returns at once; when it resumes, every workspace's
+// events arrive in the order published, and Run hands on what is left when
+// it is stopped.
+func TestDispatcherNeverBlocksAndKeepsOrder(t *testing.T) {
+	next := &blockingPublisher{release: make(chan struct{}), got: map[string][]uint64{}}
+	d := NewDispatcher(next)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx); close(done) }() // ends when ctx is cancelled and the queue is handed on
+
+	const n = 1000
+	published := make(chan struct{})
+	go func() { // ends after n publishes per workspace
+		for i := range uint64(n) {
+			d.Publish("a", []queues.Event{{Seq: i + 1}})
+			d.Publish("b", []queues.Event{{Seq: i + 1}})
+		}
+		close(published)
+	}()
+	select {
+	case <-published:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Publish blocked behind a stuck fan-out")
+	}
+	if b := d.Backlog(); b == 0 {
+		t.Fatalf("got backlog %d while the fan-out is stuck, want more than 0", b)
+	}
+	stop() // Run must still hand on everything queued
+	close(next.release)
+	<-done
+	for _, ws := range []string{"a", "b"} {
+		got := next.got[ws]
+		if len(got) != n {
+			t.Fatalf("workspace %s: got %d events, want %d", ws, len(got), n)
+		}
+		for i, seq := range got {
+			if seq != uint64(i+1) {
+				t.Fatalf("workspace %s: event %d has seq %d, want %d", ws, i, seq, i+1)
+			}
+		}
+	}
+}
