@@ -301,3 +301,31 @@ func TestPanickingRequestClosesOnlyItsSocket(t *testing.T) {
 	bea.ok("settings", nil, nil)
 	e.connect("acme", "al").ok("page", map[string]any{"queue": "new"}, nil)
 }
+
+// TestWriteTimeoutCountsAsSlowConsumer: a client that stops reading while
+// its queue still has room is caught by the write deadline instead; it is
+// counted and logged as a slow consumer, not closed without a trace.
+func TestWriteTimeoutCountsAsSlowConsumer(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.SendQueue = 1 << 20; c.WriteTimeout = 300 * time.Millisecond })
+	e.workspace("acme", queues.SettingsPatch{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stalled, _, err := websocket.Dial(ctx, e.wsURL(token(t, "acme", "bea", queues.RoleAgent, time.Hour)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.CloseNow()
+	if _, _, err := stalled.Read(ctx); err != nil {
+		t.Fatalf("hello: %v", err)
+	}
+	// Fill the socket buffers until a write cannot finish in time.
+	seq := e.store.Head("acme") + 1000
+	published := 0
+	eventually(t, 20*time.Second, func() bool {
+		e.hub.Publish("acme", bigEvents(seq+uint64(published), 4, 64<<10))
+		published += 4
+		return e.obs.slow.Load() > 0
+	}, "no slow consumer counted after %d events of 64 KiB", published)
+	eventually(t, 5*time.Second, func() bool { return e.hub.Connections() == 0 },
+		"the stalled connection is still open")
+}

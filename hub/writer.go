@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/coder/websocket"
@@ -369,7 +370,17 @@ func (c *conn) writeLoop() {
 			}
 			c.q.drop()
 			c.mu.Unlock()
-			c.h.log.Debug("write failed", "ws", c.id.Workspace, "agent", c.id.Agent, "err", err)
+			// A write that ran out of time is a client not reading: a slow
+			// consumer caught by the deadline rather than by the queue's
+			// bound, and operators must see it. Any other failure is the
+			// peer going away.
+			if errors.Is(err, context.DeadlineExceeded) {
+				c.h.obs.SlowConsumer()
+				c.h.log.Warn("write timed out, closed as slow consumer", "ws", c.id.Workspace, "agent", c.id.Agent,
+					"timeout", c.h.cfg.WriteTimeout)
+			} else {
+				c.h.log.Debug("write failed", "ws", c.id.Workspace, "agent", c.id.Agent, "err", err)
+			}
 			return
 		}
 	}
