@@ -511,14 +511,103 @@ func TestBurstConnectsLeaveNothingBehind(t *testing.T) {
 // TestStoreWriteFailureTurnsIntoErrors: the disk under the store fills up.
 // Writes must fail for their callers (HTTP 503, WebSocket unavailable),
 // /readyz must fail, the process must keep running, and once space is freed
-// and the hub restarted, nothing it acknowledged is lost.
+// and the hub restarted, nothing it acknowledged is lost. Two ways to fill
+// it: another file takes the space at once, or the hub's own writes fill it
+// slowly (then Badger flushes a full memtable on the way, with the disk
+// nearly full).
 func TestStoreWriteFailureTurnsIntoErrors(t *testing.T) {
 	bin := needBinary(t)
+	t.Run("another file fills the disk", func(t *testing.T) {
+		d := newDiskRun(t, bin, 32)
+		d.warmUp(t)
+		filler := filepath.Join(d.mnt, "filler")
+		f, err := os.Create(filler)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunk := make([]byte, 256<<10)
+		for i := 0; i < 256; i++ {
+			if _, err := f.Write(chunk); err != nil {
+				if !errors.Is(err, syscall.ENOSPC) {
+					t.Fatalf("filling the disk: %v", err)
+				}
+				break
+			}
+		}
+		f.Close()
+		for i := 0; i < 300 && d.p.alive() && (d.http503 < 5 || d.wsUnavailable < 3); i++ {
+			d.inbound(fmt.Sprintf("c%d", i%10), strings.Repeat("x", 2048))
+			d.flip(t)
+		}
+		d.checkRefusing(t)
+		if err := os.Remove(filler); err != nil {
+			t.Fatal(err)
+		}
+		d.recoverAndRestart(t)
+	})
+	t.Run("the hub's own writes fill the disk", func(t *testing.T) {
+		// 96 MiB: Badger's first memtable (64 MiB) fills, and its flush
+		// to a table needs about as much again.
+		d := newDiskRun(t, bin, 96)
+		d.warmUp(t)
+		var wg sync.WaitGroup
+		for w := range 16 {
+			wg.Add(1)
+			go func() { // ends after 5 refusals in a row, a dead hub, or 200 messages
+				defer wg.Done()
+				refused := 0
+				for i := 0; i < 200 && refused < 5 && d.p.alive(); i++ {
+					raw := make([]byte, 36<<10)
+					rand.Read(raw) // incompressible: the table is as big as the log
+					if d.inbound(fmt.Sprintf("w%d-%d", w, i%3), base64.StdEncoding.EncodeToString(raw)) {
+						refused = 0
+					} else {
+						refused++
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		for i := 0; i < 20 && d.p.alive() && d.wsUnavailable < 3; i++ {
+			d.flip(t)
+		}
+		d.checkRefusing(t)
+		if out, err := exec.Command("mount", "-o", "remount,size=256m", d.mnt).CombinedOutput(); err != nil {
+			t.Fatalf("growing the disk: %v %s", err, out)
+		}
+		d.recoverAndRestart(t)
+	})
+}
+
+// diskRun is a hub whose data directory is on a small tmpfs, with a
+// ledger of what it acknowledged.
+type diskRun struct {
+	bin, addr, mnt, data string
+	p                    *hubProc
+	a                    *api
+	svcs                 []string
+	ctx                  context.Context
+
+	mu            sync.Mutex          // guards what follows: inbound runs on several goroutines
+	acked         map[string][]string // conversation -> acknowledged message ids
+	n             int
+	http503       int
+	wsUnavailable int
+	okAfterFull   int
+	other         []string
+
+	bea        *wsConn
+	ver        uint64
+	owner      string
+	readyWhile int // /readyz status while the disk was full
+}
+
+func newDiskRun(t *testing.T, bin string, sizeMiB int) *diskRun {
 	mnt := filepath.Join(t.TempDir(), "disk")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", mnt).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMiB), "tmpfs", mnt).CombinedOutput(); err != nil {
 		t.Skipf("needs a small filesystem to fill: mount -t tmpfs is not permitted here: %v %s", err, bytes.TrimSpace(out))
 	}
 	// Registered before the hub starts, so it runs after the hub is killed.
@@ -527,157 +616,159 @@ func TestStoreWriteFailureTurnsIntoErrors(t *testing.T) {
 			t.Errorf("umount %s: %v %s", mnt, err, out)
 		}
 	})
-	addr, data := freeAddr(t), filepath.Join(mnt, "data")
-	p := startHub(t, bin, addr, data, hubOptions{durable: true})
-	a := newAPI(t, p.base)
-	const ws = "disk"
-	svc := mintFor(t, ws, "helpdesk", queues.RoleService)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	t.Cleanup(cancel)
+	d := &diskRun{bin: bin, addr: freeAddr(t), mnt: mnt, data: filepath.Join(mnt, "data"), ctx: ctx, acked: map[string][]string{}}
+	d.p = startHub(t, bin, d.addr, d.data, hubOptions{durable: true})
+	d.a = newAPI(t, d.p.base)
+	for i := range 16 {
+		d.svcs = append(d.svcs, mintFor(t, "disk", fmt.Sprintf("helpdesk%d", i), queues.RoleService))
+	}
+	return d
+}
 
-	// The ledger: inbound message ids per conversation, and the agent's
-	// conversation's version, acknowledged.
-	acked := map[string][]string{}
-	text := strings.Repeat("x", 2048)
-	n := 0
-	inbound := func() (apiResult, error) {
-		n++
-		conv := fmt.Sprintf("c%d", n%10)
-		id := fmt.Sprintf("m%d", n)
-		r, err := a.do(ctx, http.MethodPost, "/api/v1/conversations/"+conv+"/inbound", svc,
-			map[string]any{"message_id": id, "channel": "email", "customer": "C", "text": text})
-		if err == nil && r.status == http.StatusOK {
-			acked[conv] = append(acked[conv], id)
-		}
-		return r, err
+// inbound delivers one message and counts the answer; it reports whether
+// the message was acknowledged. It runs on several goroutines: an
+// unexpected answer is kept for checkRefusing to report.
+func (d *diskRun) inbound(conv, text string) bool {
+	d.mu.Lock()
+	d.n++
+	id := fmt.Sprintf("m%d", d.n)
+	svc := d.svcs[d.n%len(d.svcs)]
+	d.mu.Unlock()
+	r, err := d.a.do(d.ctx, http.MethodPost, "/api/v1/conversations/"+conv+"/inbound", svc,
+		map[string]any{"message_id": id, "channel": "email", "customer": "C", "text": text})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case err != nil:
+		return false // the hub is gone: checkRefusing says so
+	case r.status == http.StatusOK:
+		d.acked[conv] = append(d.acked[conv], id)
+		d.okAfterFull++
+		return true
+	case r.status == http.StatusServiceUnavailable && r.code == "unavailable":
+		d.http503++
+	case r.status == http.StatusTooManyRequests:
+	default:
+		d.other = append(d.other, fmt.Sprintf("inbound: got %d %.200s, want 200 or 503 unavailable", r.status, r.body))
 	}
-	for range 40 {
-		if r, err := inbound(); err != nil || r.status != http.StatusOK {
-			t.Fatalf("inbound before the disk filled: got %d %s %v", r.status, r.body, err)
+	return false
+}
+
+// warmUp: acknowledged changes before the disk fills, over HTTP and over a
+// WebSocket.
+func (d *diskRun) warmUp(t *testing.T) {
+	t.Helper()
+	for i := range 40 {
+		if !d.inbound(fmt.Sprintf("c%d", i%10), strings.Repeat("x", 2048)) {
+			t.Fatalf("inbound before the disk filled was not acknowledged: %v", d.other)
 		}
 	}
-	agentTok := mintFor(t, ws, "bea", queues.RoleAgent)
-	hc := &http.Client{Transport: newTransport(t)}
-	bea, _, err := dialWS(ctx, hc, p.base, agentTok, nil, nil)
+	var err error
+	d.bea, _, err = dialWS(d.ctx, &http.Client{Transport: newTransport(t)}, d.p.base, mintFor(t, "disk", "bea", queues.RoleAgent), nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer bea.drop()
+	t.Cleanup(d.bea.drop)
 	var conv convDetail
-	a.must(t, http.MethodGet, "/api/v1/conversations/c1", svc, nil, &conv)
-	ver, owner := conv.Conversation.Version, ""
-	flip := func() (wsReply, error) {
-		req := map[string]any{"op": "assign", "conv": "c1", "agent": "bea", "version": ver}
-		if owner == "bea" {
-			req = map[string]any{"op": "unassign", "conv": "c1", "version": ver}
-		}
-		r, err := bea.do(ctx, req, nil)
-		var res convResult
-		if err == nil && r.OK && json.Unmarshal(r.Result, &res) == nil {
-			ver, owner = res.Conv.Version, res.Conv.Owner
-		}
-		return r, err
-	}
+	d.a.must(t, http.MethodGet, "/api/v1/conversations/c1", d.svcs[0], nil, &conv)
+	d.ver = conv.Conversation.Version
 	for range 5 {
-		if r, err := flip(); err != nil || !r.OK {
-			t.Fatalf("assign before the disk filled: got %+v %v", r, err)
+		if ok, code := d.flip(t); !ok {
+			t.Fatalf("assign before the disk filled: got %s", code)
 		}
 	}
+	d.okAfterFull = 0
+}
 
-	// Fill the disk.
-	filler := filepath.Join(mnt, "filler")
-	f, err := os.Create(filler)
+// flip assigns c1 to bea or takes it back, with the version last
+// acknowledged.
+func (d *diskRun) flip(t *testing.T) (bool, string) {
+	req := map[string]any{"op": "assign", "conv": "c1", "agent": "bea", "version": d.ver}
+	if d.owner == "bea" {
+		req = map[string]any{"op": "unassign", "conv": "c1", "version": d.ver}
+	}
+	r, err := d.bea.do(d.ctx, req, nil)
 	if err != nil {
-		t.Fatal(err)
+		return false, err.Error()
 	}
-	chunk := make([]byte, 256<<10)
-	for i := 0; i < 256; i++ {
-		if _, err := f.Write(chunk); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("filling the disk: %v", err)
-			}
-			break
-		}
+	var res convResult
+	switch {
+	case r.OK && json.Unmarshal(r.Result, &res) == nil:
+		d.ver, d.owner = res.Conv.Version, res.Conv.Owner
+		d.okAfterFull++
+		return true, ""
+	case r.code() == "unavailable":
+		d.wsUnavailable++
+	case r.code() == "rate_limited":
+	default:
+		d.mu.Lock()
+		d.other = append(d.other, "assign: got "+r.code()+", want ok or unavailable")
+		d.mu.Unlock()
 	}
-	f.Close()
+	return false, r.code()
+}
 
-	// Writes now: each must be refused with unavailable (or, while the
-	// store still has room in pages it holds, succeed), and the process
-	// must live.
-	var http503, wsUnavailable, okAfterFull int
-	for i := 0; i < 300 && p.alive() && (http503 < 5 || wsUnavailable < 3); i++ {
-		r, err := inbound()
-		switch {
-		case err != nil:
-		case r.status == http.StatusServiceUnavailable && r.code == "unavailable":
-			http503++
-		case r.status == http.StatusOK:
-			okAfterFull++
-		default:
-			t.Errorf("inbound on a full disk: got %d %.200s, want 503 unavailable", r.status, r.body)
-		}
-		if !p.alive() {
-			break
-		}
-		wr, err := flip()
-		switch {
-		case err != nil:
-		case !wr.OK && wr.code() == "unavailable":
-			wsUnavailable++
-		case wr.OK:
-			okAfterFull++
-		default:
-			t.Errorf("assign on a full disk: got %s, want unavailable", wr.code())
+// checkRefusing: with the disk full, the hub runs, refuses writes with
+// unavailable, and /readyz fails.
+func (d *diskRun) checkRefusing(t *testing.T) {
+	t.Helper()
+	if d.p.alive() {
+		if r, err := d.a.do(d.ctx, http.MethodGet, "/readyz", d.svcs[0], nil); err == nil {
+			d.readyWhile = r.status
 		}
 	}
-	readyStatus := 0
-	if p.alive() {
-		if r, err := a.do(ctx, http.MethodGet, "/readyz", svc, nil); err == nil {
-			readyStatus = r.status
-		}
+	state := "running"
+	if !d.p.alive() {
+		state = "exited: " + d.p.exitStatus()
 	}
-	t.Logf("full disk: %d HTTP 503, %d WebSocket unavailable, %d writes still acknowledged, /readyz %d, hub %s",
-		http503, wsUnavailable, okAfterFull, readyStatus, map[bool]string{true: "running", false: "exited: " + p.exitStatus()}[p.alive()])
-	if !p.alive() {
-		t.Errorf("the hub died when its disk filled (%s: %s), want it running and refusing writes", p.exitStatus(), p.crashSummary())
-	} else {
-		if http503 == 0 || wsUnavailable == 0 {
-			t.Errorf("got %d HTTP 503 and %d WebSocket unavailable on a full disk, want both", http503, wsUnavailable)
-		}
-		if readyStatus != http.StatusServiceUnavailable {
-			t.Errorf("/readyz on a full disk: got %d, want 503", readyStatus)
-		}
+	t.Logf("full disk: %d HTTP 503, %d WebSocket unavailable, %d writes acknowledged while filling, /readyz %d, hub %s",
+		d.http503, d.wsUnavailable, d.okAfterFull, d.readyWhile, state)
+	for _, o := range d.other[:min(len(d.other), 3)] {
+		t.Error(o)
 	}
+	if !d.p.alive() {
+		t.Errorf("the hub died when its disk filled (%s: %s), want it running and refusing writes", d.p.exitStatus(), d.p.crashSummary())
+		return
+	}
+	if d.http503 == 0 || d.wsUnavailable == 0 {
+		t.Errorf("got %d HTTP 503 and %d WebSocket unavailable on a full disk, want both", d.http503, d.wsUnavailable)
+	}
+	if d.readyWhile != http.StatusServiceUnavailable {
+		t.Errorf("/readyz on a full disk: got %d, want 503", d.readyWhile)
+	}
+}
 
-	// Free the space; a running hub takes writes again and is ready.
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
-	if p.alive() {
-		if !pollUntil(10*time.Second, 100*time.Millisecond, func() bool {
-			r, err := inbound()
-			return err == nil && r.status == http.StatusOK
-		}) {
-			t.Errorf("no inbound succeeded within 10s of freeing the disk")
+// recoverAndRestart: with space back, a running hub takes writes again and
+// is ready; then, restarted on the same data, it has every acknowledged
+// message exactly once and the agent's last acknowledged assignment.
+func (d *diskRun) recoverAndRestart(t *testing.T) {
+	t.Helper()
+	if d.p.alive() {
+		if !pollUntil(10*time.Second, 100*time.Millisecond, func() bool { return d.inbound("c0", "after") }) {
+			t.Errorf("no inbound succeeded within 10s of space coming back")
 		}
-		if r, err := a.do(ctx, http.MethodGet, "/readyz", svc, nil); err != nil || r.status != http.StatusOK {
-			t.Errorf("/readyz after freeing the disk: got %d %v, want 200", r.status, err)
+		if r, err := d.a.do(d.ctx, http.MethodGet, "/readyz", d.svcs[0], nil); err != nil || r.status != http.StatusOK {
+			t.Errorf("/readyz with space back: got %d %v, want 200", r.status, err)
 		}
-		if took, ok := p.term(15 * time.Second); !ok || p.exitStatus() != "exit status 0" {
-			t.Errorf("SIGTERM after the disk recovered: got %s after %v, want exit status 0", p.exitStatus(), took)
+		if took, ok := d.p.term(15 * time.Second); !ok || d.p.exitStatus() != "exit status 0" {
+			t.Errorf("SIGTERM with space back: got %s after %v, want exit status 0", d.p.exitStatus(), took)
 		}
 	}
-	bea.drop()
+	d.bea.drop()
 
-	// Restart on the same data: everything acknowledged is there, once.
-	p = startHub(t, bin, addr, data, hubOptions{durable: true})
-	a = newAPI(t, p.base)
+	d.p = startHub(t, d.bin, d.addr, d.data, hubOptions{durable: true})
+	d.a = newAPI(t, d.p.base)
 	total := 0
-	for c, ids := range acked {
-		var d convDetail
-		a.must(t, http.MethodGet, "/api/v1/conversations/"+c, svc, nil, &d)
+	for c, ids := range d.acked {
+		var det convDetail
+		d.a.must(t, http.MethodGet, "/api/v1/conversations/"+c, d.svcs[0], nil, &det)
+		if len(det.Messages) >= 100 {
+			t.Errorf("%s has %d messages: the API shows only the latest 100", c, len(det.Messages))
+		}
 		seen := map[string]int{}
-		for _, m := range d.Messages {
+		for _, m := range det.Messages {
 			seen[m.ID]++
 		}
 		for _, id := range ids {
@@ -688,12 +779,12 @@ func TestStoreWriteFailureTurnsIntoErrors(t *testing.T) {
 		}
 	}
 	var c1 convDetail
-	a.must(t, http.MethodGet, "/api/v1/conversations/c1", svc, nil, &c1)
-	if c1.Conversation.Version < ver || (c1.Conversation.Version == ver && c1.Conversation.Owner != owner) {
+	d.a.must(t, http.MethodGet, "/api/v1/conversations/c1", d.svcs[0], nil, &c1)
+	if c1.Conversation.Version < d.ver || (c1.Conversation.Version == d.ver && c1.Conversation.Owner != d.owner) {
 		t.Errorf("c1 after the restart: got v%d owner %q, want the acknowledged v%d owner %q (or a later inbound)",
-			c1.Conversation.Version, c1.Conversation.Owner, ver, owner)
+			c1.Conversation.Version, c1.Conversation.Owner, d.ver, d.owner)
 	}
-	t.Logf("after the restart: %d acknowledged messages checked", total)
+	t.Logf("after the restart: %d acknowledged messages checked, each there once", total)
 }
 
 // TestShutdownDuringLoadLosesNothing: SIGTERM in the middle of the load.
