@@ -130,10 +130,6 @@ func wsOf(k []byte) string {
 	return string(rest)
 }
 
-// validID checks an id used inside keys: 1 to 128 bytes of letters, digits
-// and "-_.:@" (the same rule as the hub's tokens). The key layout depends on
-// ids never holding '/'.
-
 // ValidID checks an id taken from outside (token, URL, body): 1 to 128
 // bytes of letters, digits and "-_.:@", and not "." or "..", which a URL
 // path cannot carry as a segment. Keys use '/' as a separator, so it must
