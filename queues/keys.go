@@ -7,7 +7,7 @@ import (
 
 // Key layout (docs/design.md). Every key but the timer index starts with a
 // one-letter kind and the workspace, so a workspace's records are one prefix
-// scan apart and nothing crosses workspaces. Ids never contain '/' (validID),
+// scan apart and nothing crosses workspaces. Ids never contain '/' (ValidID),
 // which is what keeps "h/ws/conv/" from also matching "h/ws/conv-2/...".
 // Sequence numbers and deadlines are 8-byte big-endian so keys sort by them.
 const (
