@@ -34,7 +34,8 @@
 //
 // A workspace is created by EnsureWorkspace, EnsureAgent or the first
 // Inbound naming it. Ids (workspace, agent, conversation) are 1 to 128
-// letters, digits or "-_.:@", because '/' separates the parts of keys.
+// letters, digits or "-_.:@" and not "." or ".." (ValidID), because '/'
+// separates the parts of keys.
 // Assigning a resolved conversation is refused (ErrConflict): resolved
 // conversations have no owner. Auto-Ownership likewise leaves a resolved
 // conversation unowned. A boomerang must lie in the future and at most 365
