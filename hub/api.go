@@ -57,7 +57,7 @@ type API struct {
 	log      *slog.Logger
 	obs      Observer
 	maxBody  int64
-	limits   *apiLimiter // nil when rate limiting is off
+	limits   *limiter // nil when rate limiting is off
 	mux      *http.ServeMux
 }
 
@@ -111,9 +111,9 @@ func NewAPI(cfg APIConfig) http.Handler {
 	}
 	switch {
 	case cfg.RateLimit == 0:
-		a.limits = newAPILimiter(defaultAPIRateLimit)
+		a.limits = newLimiter(defaultAPIRateLimit)
 	case cfg.RateLimit > 0:
-		a.limits = newAPILimiter(cfg.RateLimit)
+		a.limits = newLimiter(cfg.RateLimit)
 	}
 
 	routes := []struct {
@@ -205,7 +205,7 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, roles apiRoles, h ap
 		return
 	}
 	if a.limits != nil {
-		if ok, wait := a.limits.take(apiLimitKey{ws: id.Workspace, sub: id.Agent}, time.Now()); !ok {
+		if ok, wait := a.limits.take(limitKey{ws: id.Workspace, sub: id.Agent}, time.Now()); !ok {
 			a.reject(RejectRateLimited)
 			secs := max(1, int(math.Ceil(wait.Seconds())))
 			w.Header().Set("Retry-After", strconv.Itoa(secs))

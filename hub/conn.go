@@ -90,6 +90,10 @@ const (
 	// second after that; beyond it requests get rate_limited.
 	reqBurst = 100
 	reqRate  = 50
+	// An agent may send agentReqRate requests per second (bursts of twice
+	// that) across all of its sockets: a few tabs fit, and neither extra
+	// sockets nor reconnects get around the per-connection bucket.
+	agentReqRate = 100
 	// maxRefused rate_limited replies within limitWindow close the socket
 	// with 4029.
 	maxRefused = 100
@@ -455,7 +459,7 @@ func (c *conn) handle(frame []byte) {
 		c.rd.lastActivity = now
 		c.h.cfg.Presence.Activity(c.id.Workspace, c.id.Agent)
 	}
-	if !c.allow(now) {
+	if !c.allow(now) || !c.h.allowAgent(c.id, now) {
 		_, id, _ := decodeRequest(frame)
 		c.h.obs.Rejected(RejectRateLimited)
 		c.reply(id, nil, &replyError{Code: codeRateLimited, Message: "too many requests; slow down"})
@@ -511,6 +515,12 @@ func (c *conn) allow(now time.Time) bool {
 	}
 	c.rd.tokens--
 	return true
+}
+
+// allowAgent takes one token from the agent's bucket, shared by its sockets.
+func (h *Hub) allowAgent(id Identity, now time.Time) bool {
+	ok, _ := h.agentLimits.take(limitKey{ws: id.Workspace, sub: id.Agent}, now)
+	return ok
 }
 
 // badRequest counts a malformed request; a flood of them closes the socket

@@ -329,3 +329,51 @@ func TestWriteTimeoutCountsAsSlowConsumer(t *testing.T) {
 	eventually(t, 5*time.Second, func() bool { return e.hub.Connections() == 0 },
 		"the stalled connection is still open")
 }
+
+// TestRateLimitIsPerAgentToo: an agent's sockets share one budget, so
+// opening more of them buys no more requests than the agent's bucket holds.
+func TestRateLimitIsPerAgentToo(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	const tabs = 4 // 4 × reqBurst per-connection tokens, more than the agent's 2 × agentReqRate
+	var socks []*client
+	for range tabs {
+		socks = append(socks, e.connect("acme", "al"))
+	}
+	for i, s := range socks {
+		for j := range reqBurst {
+			if err := s.conn.Write(context.Background(), websocket.MessageText,
+				fmt.Appendf(nil, `{"id":%d,"op":"activity"}`, i*reqBurst+j)); err != nil {
+				t.Fatalf("tab %d: %v", i, err)
+			}
+		}
+	}
+	ok, limited := 0, 0
+	eventually(t, 10*time.Second, func() bool {
+		ok, limited = 0, 0
+		for _, s := range socks {
+			for _, m := range s.all() {
+				if m.Type != typeReply {
+					continue
+				}
+				if m.OK {
+					ok++
+				} else if m.Error.Code == codeRateLimited {
+					limited++
+				}
+			}
+		}
+		return ok+limited == tabs*reqBurst
+	}, "not every request was answered")
+	// The agent's bucket holds 2 × agentReqRate, and refills at
+	// agentReqRate a second while the requests arrive.
+	if maxOK := 2*agentReqRate + agentReqRate; ok > maxOK {
+		t.Errorf("got %d requests through %d sockets of one agent, want at most %d", ok, tabs, maxOK)
+	}
+	if limited == 0 {
+		t.Errorf("got no rate_limited reply to %d requests of one agent", tabs*reqBurst)
+	}
+	// Another agent is not affected.
+	bea := e.connect("acme", "bea")
+	bea.ok("activity", nil, nil)
+}

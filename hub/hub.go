@@ -83,6 +83,9 @@ type Hub struct {
 	stop     context.CancelFunc
 
 	reg registry
+	// agentLimits is the request budget each agent shares across all of
+	// its sockets, so opening more sockets (or reconnecting) buys no more.
+	agentLimits *limiter
 	// wg counts connections (their reader goroutines). Add happens under
 	// reg.mu while the registry is open, so it never races Shutdown's Wait.
 	wg sync.WaitGroup
@@ -123,13 +126,14 @@ func New(cfg Config) *Hub {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Hub{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		obs:      obs,
-		lifetime: ctx,
-		stop:     stop,
-		reg:      newRegistry(),
-		drained:  make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		obs:         obs,
+		lifetime:    ctx,
+		stop:        stop,
+		reg:         newRegistry(),
+		agentLimits: newLimiter(agentReqRate),
+		drained:     make(chan struct{}),
 	}
 }
 

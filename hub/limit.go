@@ -5,11 +5,11 @@ import (
 	"time"
 )
 
-// apiLimiter is a token bucket per (workspace, token subject). It is a few
+// limiter is a token bucket per (workspace, token subject). It is a few
 // lines over a map rather than golang.org/x/time/rate because the API also
 // needs what that package leaves out: forgetting idle callers, so the map
 // only holds those active in the last minutes.
-type apiLimiter struct {
+type limiter struct {
 	rate  float64 // tokens added per second
 	burst float64 // bucket size; a new caller starts full
 	// idle is how long a bucket takes to refill completely. A bucket untouched
@@ -17,45 +17,45 @@ type apiLimiter struct {
 	idle time.Duration
 
 	mu        sync.Mutex // guards buckets and nextSweep
-	buckets   map[apiLimitKey]apiBucket
+	buckets   map[limitKey]bucket
 	nextSweep time.Time
 }
 
-type apiLimitKey struct{ ws, sub string }
+type limitKey struct{ ws, sub string }
 
-type apiBucket struct {
+type bucket struct {
 	tokens float64
 	last   time.Time // when tokens was last brought up to date
 }
 
-// apiSweepEvery bounds how often take walks the map to forget idle buckets:
+// limitSweepEvery bounds how often take walks the map to forget idle buckets:
 // the walk is under the lock, so it must stay rare.
-const apiSweepEvery = time.Minute
+const limitSweepEvery = time.Minute
 
-// newAPILimiter allows rate requests per second with bursts of twice that
+// newLimiter allows rate requests per second with bursts of twice that
 // (at least one request).
-func newAPILimiter(rate float64) *apiLimiter {
+func newLimiter(rate float64) *limiter {
 	burst := max(1, 2*rate)
-	return &apiLimiter{
+	return &limiter{
 		rate:    rate,
 		burst:   burst,
 		idle:    time.Duration(burst / rate * float64(time.Second)),
-		buckets: make(map[apiLimitKey]apiBucket),
+		buckets: make(map[limitKey]bucket),
 	}
 }
 
 // take spends one token of k's bucket at now. When the bucket is empty it
 // spends nothing and says how long until a token is back.
-func (l *apiLimiter) take(k apiLimitKey, now time.Time) (ok bool, wait time.Duration) {
+func (l *limiter) take(k limitKey, now time.Time) (ok bool, wait time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.After(l.nextSweep) {
 		l.sweep(now)
-		l.nextSweep = now.Add(apiSweepEvery)
+		l.nextSweep = now.Add(limitSweepEvery)
 	}
 	b, found := l.buckets[k]
 	if !found {
-		b = apiBucket{tokens: l.burst, last: now}
+		b = bucket{tokens: l.burst, last: now}
 	} else if elapsed := now.Sub(b.last); elapsed > 0 {
 		b.tokens = min(l.burst, b.tokens+elapsed.Seconds()*l.rate)
 		b.last = now
@@ -71,7 +71,7 @@ func (l *apiLimiter) take(k apiLimitKey, now time.Time) (ok bool, wait time.Dura
 }
 
 // sweep forgets the buckets that have had time to refill. l.mu is held.
-func (l *apiLimiter) sweep(now time.Time) {
+func (l *limiter) sweep(now time.Time) {
 	for k, b := range l.buckets {
 		if now.Sub(b.last) >= l.idle {
 			delete(l.buckets, k)
@@ -80,7 +80,7 @@ func (l *apiLimiter) sweep(now time.Time) {
 }
 
 // len is how many callers the limiter remembers, for tests.
-func (l *apiLimiter) len() int {
+func (l *limiter) len() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.buckets)

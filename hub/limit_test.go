@@ -7,8 +7,8 @@ import (
 )
 
 func TestAPILimiterBucket(t *testing.T) {
-	l := newAPILimiter(2) // burst 4
-	k := apiLimitKey{ws: "w", sub: "al"}
+	l := newLimiter(2) // burst 4
+	k := limitKey{ws: "w", sub: "al"}
 	t0 := time.Unix(1_000_000, 0)
 
 	steps := []struct {
@@ -37,26 +37,26 @@ func TestAPILimiterBucket(t *testing.T) {
 			t.Fatalf("step %d (%s): got ok=%v wait=%v, want ok=%v wait=%v", i, s.describe, ok, wait, s.ok, s.wait)
 		}
 	}
-	if ok, _ := l.take(apiLimitKey{ws: "w", sub: "bea"}, t0.Add(time.Hour)); !ok {
+	if ok, _ := l.take(limitKey{ws: "w", sub: "bea"}, t0.Add(time.Hour)); !ok {
 		t.Fatalf("another subject: got refused, want its own bucket")
 	}
-	if ok, _ := l.take(apiLimitKey{ws: "w2", sub: "al"}, t0.Add(time.Hour)); !ok {
+	if ok, _ := l.take(limitKey{ws: "w2", sub: "al"}, t0.Add(time.Hour)); !ok {
 		t.Fatalf("same subject in another workspace: got refused, want its own bucket")
 	}
 }
 
 func TestAPILimiterForgetsIdleCallers(t *testing.T) {
-	l := newAPILimiter(10) // refills completely in 2 s
+	l := newLimiter(10) // refills completely in 2 s
 	t0 := time.Unix(1_000_000, 0)
 	for i := range 100 {
-		l.take(apiLimitKey{ws: "w", sub: fmt.Sprintf("agent%d", i)}, t0)
+		l.take(limitKey{ws: "w", sub: fmt.Sprintf("agent%d", i)}, t0)
 	}
 	if got := l.len(); got != 100 {
 		t.Fatalf("after 100 callers: got %d buckets, want 100", got)
 	}
 	// The next sweep is due a minute after the first; by then every bucket
 	// is full again and carries no information.
-	l.take(apiLimitKey{ws: "w", sub: "late"}, t0.Add(apiSweepEvery+time.Second))
+	l.take(limitKey{ws: "w", sub: "late"}, t0.Add(limitSweepEvery+time.Second))
 	if got := l.len(); got != 1 {
 		t.Fatalf("after a sweep: got %d buckets, want 1 (only the caller just seen)", got)
 	}
