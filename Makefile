@@ -33,8 +33,13 @@ vet:
 test: test-deps fmt-check vet
 	$(GO) test -race -timeout 12m ./...
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./queues/ ./hub/ ./presence/
+# bench: the Go benchmarks of the hot paths, then a short run of every load
+# scenario against a fresh hub (figures and full-size commands:
+# docs/BENCHMARKS.md).
+bench: build
+	$(GO) build -o $(BIN)/hubload ./cmd/hubload
+	$(GO) test -run '^$$' -bench . -benchtime 1s -short ./queues/ ./hub/ ./presence/
+	BIN=$(BIN) scripts/bench-load.sh
 
 clean:
 	rm -rf $(BIN)
