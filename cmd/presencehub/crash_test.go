@@ -152,6 +152,7 @@ func TestCrashRecovery(t *testing.T) {
   timers fired after restart: %d boomerangs of %d, %d ownership removals of %d, %d grace expiries of %d
   resume: %d reconnects, %d view events replayed by subscribe, %d workspace events by hello.missed
   resume gaps: %d   events not in the log: %d   (checked %d view events, %d workspace events)
+  events that came after a reply with a higher seq on the same socket: %d
   final read: %d conversations, %d messages, %d history entries
   command: %s`,
 		seed, goVersion(), "durable", kills, len(rounds), loadEnd.Sub(began).Seconds(), time.Since(began).Seconds(),
@@ -160,7 +161,7 @@ func TestCrashRecovery(t *testing.T) {
 		losses, dups, st.retriedNoop.Load(),
 		fired.boomerangs, fired.wantBoomerangs, fired.removals, fired.wantRemovals, fired.graces, fired.wantGraces,
 		st.reconnects.Load(), st.resumedEvents.Load(), st.missedEvents.Load(),
-		cov.gaps, cov.phantoms, cov.viewEvents, cov.otherEvents,
+		cov.gaps, cov.phantoms, cov.viewEvents, cov.otherEvents, cov.inversions,
 		fin.convs, fin.messages, fin.historyEntries,
 		crashCommand)
 	if losses != 0 || dups != 0 || cov.gaps != 0 {

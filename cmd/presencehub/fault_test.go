@@ -508,6 +508,124 @@ func TestBurstConnectsLeaveNothingBehind(t *testing.T) {
 	}
 }
 
+// TestRepliesComeAfterTheirEvents: protocol.md's Resuming tells a client to
+// keep the highest seq it has seen, replies included, and to resume from
+// it. That is safe only if every event up to a reply's seq reaches the
+// socket before the reply; otherwise a socket that drops between the two
+// resumes past events it never got. An agent with a view of everything in
+// new changes its own conversation up to 120 times (an unassign, or an
+// assignment to itself, which notifies nobody: the change's seq is its
+// conversation event's) while a second agent's changes add events of their
+// own: on the first agent's socket, no event may come after a reply with a
+// higher seq.
+func TestRepliesComeAfterTheirEvents(t *testing.T) {
+	bin := needBinary(t)
+	p := startHub(t, bin, freeAddr(t), t.TempDir(), hubOptions{durable: true})
+	a := newAPI(t, p.base)
+	hc := &http.Client{Transport: newTransport(t)}
+	const ws = "order"
+	svc := mintFor(t, ws, "helpdesk", queues.RoleService)
+	for _, c := range []string{"mine", "theirs"} {
+		a.must(t, http.MethodPost, "/api/v1/conversations/"+c+"/inbound", svc, map[string]any{"message_id": "m1", "channel": "email", "customer": "C"}, nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	var (
+		mu         sync.Mutex
+		lastReply  uint64
+		inversions []string
+		events     int
+	)
+	me, _, err := dialWS(ctx, hc, p.base, mintFor(t, ws, "bea", queues.RoleAgent), nil, func(m *wsMsg) {
+		if m.Type != "event" {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		events++
+		if m.Seq < lastReply {
+			inversions = append(inversions, fmt.Sprintf("event seq %d after reply seq %d", m.Seq, lastReply))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer me.close()
+	if r, err := me.do(ctx, map[string]any{"op": "subscribe", "view": "all", "queue": "new", "filter": map[string]any{"kind": "all"}}, nil); err != nil || !r.OK {
+		t.Fatalf("subscribe: %+v %v", r, err)
+	}
+	other, _, err := dialWS(ctx, hc, p.base, mintFor(t, ws, "al", queues.RoleAgent), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.close()
+
+	// Al changes his conversation meanwhile, as fast as his answers come.
+	otherDone := make(chan struct{})
+	stop := make(chan struct{})
+	go func() { // ends at stop, or at Al's first failure
+		defer close(otherDone)
+		var ver uint64 = 1
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			req := map[string]any{"op": "assign", "conv": "theirs", "agent": "al", "version": ver}
+			if i%2 == 1 {
+				req = map[string]any{"op": "unassign", "conv": "theirs", "version": ver}
+			}
+			r, err := other.do(ctx, req, nil)
+			var res convResult
+			if err != nil || !r.OK || json.Unmarshal(r.Result, &res) != nil {
+				return
+			}
+			ver = res.Conv.Version
+			time.Sleep(25 * time.Millisecond) // under the 50 a second each agent may send
+		}
+	}()
+
+	hook := func(m *wsMsg) { // on the reader, in the socket's order
+		var r convResult
+		if m.OK && json.Unmarshal(m.Result, &r) == nil {
+			mu.Lock()
+			lastReply = max(lastReply, r.Seq)
+			mu.Unlock()
+		}
+	}
+	var ver uint64 = 1
+	for i := range 120 {
+		req := map[string]any{"op": "assign", "conv": "mine", "agent": "bea", "version": ver}
+		if i%2 == 1 {
+			req = map[string]any{"op": "unassign", "conv": "mine", "version": ver}
+		}
+		r, err := me.do(ctx, req, hook)
+		if err == nil && r.code() == "rate_limited" {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		var res convResult
+		if err != nil || !r.OK || json.Unmarshal(r.Result, &res) != nil {
+			t.Fatalf("change %d: got %+v %v", i, r.Error, err)
+		}
+		ver = res.Conv.Version
+		time.Sleep(25 * time.Millisecond) // under the 50 a second each agent may send
+	}
+	close(stop)
+	<-otherDone
+	// The last events may still be on their way.
+	time.Sleep(200 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d events on the socket, %d came after a reply with a higher seq", events, len(inversions))
+	if len(inversions) > 0 {
+		t.Errorf("got %d events after a reply with a higher seq on the same socket (first: %s), want none: a client that resumes from the reply's seq, as protocol.md says, never gets them",
+			len(inversions), inversions[0])
+	}
+}
+
 // TestStoreWriteFailureTurnsIntoErrors: the disk under the store fills up.
 // Writes must fail for their callers (HTTP 503, WebSocket unavailable),
 // /readyz must fail, the process must keep running, and once space is freed
