@@ -455,10 +455,6 @@ type activation struct {
 // handle answers one request frame. Every request gets exactly one reply.
 func (c *conn) handle(frame []byte) {
 	now := time.Now()
-	if now.Sub(c.rd.lastActivity) >= activityEvery {
-		c.rd.lastActivity = now
-		c.h.cfg.Presence.Activity(c.id.Workspace, c.id.Agent)
-	}
 	if !c.allow(now) || !c.h.allowAgent(c.id, now) {
 		_, id, _ := decodeRequest(frame)
 		c.h.obs.Rejected(RejectRateLimited)
@@ -480,6 +476,10 @@ func (c *conn) handle(frame []byte) {
 		c.reply(id, nil, &replyError{Code: codeUnknownOp, Message: "no operation " + quoteShort(req.Op)})
 		c.badRequest(now)
 		return
+	}
+	if !op.notActivity && now.Sub(c.rd.lastActivity) >= activityEvery {
+		c.rd.lastActivity = now
+		c.h.cfg.Presence.Activity(c.id.Workspace, c.id.Agent)
 	}
 	if op.admin && c.id.Role != queues.RoleAdmin {
 		c.h.obs.Rejected(RejectRole)

@@ -21,6 +21,9 @@ type operation struct {
 	admin bool
 	// after runs once the reply is queued.
 	after func(c *conn, req *request)
+	// notActivity: the request is not the agent doing something (a
+	// client's heartbeat), so it must not end automatic away.
+	notActivity bool
 }
 
 var operations = map[string]operation{
@@ -38,6 +41,7 @@ var operations = map[string]operation{
 	"status":             {fn: (*conn).status},
 	"notifications_read": {fn: (*conn).notificationsRead},
 	"activity":           {fn: (*conn).activity},
+	"ping":               {fn: (*conn).activity, notActivity: true},
 	"logout":             {fn: (*conn).logout, after: (*conn).afterLogout},
 	"settings":           {fn: (*conn).settings},
 	"update_settings":    {fn: (*conn).updateSettings, admin: true},

@@ -147,3 +147,27 @@ func TestUnsubscribeStopsEvents(t *testing.T) {
 	al.fails("subscribe", map[string]any{"view": "one-too-many", "queue": "new"}, codeInvalid)
 	al.ok("subscribe", map[string]any{"view": "a", "queue": "pending"}, nil) // replaces a view
 }
+
+// TestPingIsNotActivity: a client's heartbeat keeps the socket busy but is
+// not the agent doing anything, so automatic away still comes; a real
+// request ends it.
+func TestPingIsNotActivity(t *testing.T) {
+	e := newEnv(t)
+	idle := 1
+	e.workspace("acme", queues.SettingsPatch{IdleAway: &idle})
+	bea := e.connect("acme", "bea")
+	al := e.connect("acme", "al")
+	deadline := time.Now().Add(activityEvery + 2*time.Second)
+	for time.Now().Before(deadline) {
+		al.ok("ping", nil, nil)
+		time.Sleep(200 * time.Millisecond) // pacing the heartbeat, not waiting for a result
+	}
+	bea.waitEvent("al idle away despite pings", func(ev eventMsg) bool {
+		return ev.Kind == queues.EventPresence && ev.Presence.Agent == "al" && ev.Presence.To == queues.StatusAway
+	})
+	al.ok("activity", nil, nil)
+	bea.waitEvent("al back online after activity", func(ev eventMsg) bool {
+		return ev.Kind == queues.EventPresence && ev.Presence.Agent == "al" &&
+			ev.Presence.From == queues.StatusAway && ev.Presence.To == queues.StatusOnline
+	})
+}

@@ -74,6 +74,13 @@
  * A close with 4008 (slow consumer) reconnects at once. The window's
  * "offline" event drops the socket at once (a dead network can leave it
  * looking open for minutes); "online" skips the rest of a backoff wait.
+ *
+ * Liveness: a network can die without the browser noticing (and page
+ * JavaScript never sees the hub's pings). When nothing has arrived for
+ * 25 s, the client sends a `ping` (which, unlike other requests, does not
+ * count as the agent's activity); a ping or any other request that gets no
+ * reply in time means the socket is dead: it is dropped and the client
+ * reconnects, so the banner shows instead of a "Live" that is not.
  */
 
 /** Close codes of the protocol. */
@@ -174,6 +181,8 @@ const BACKOFF_BASE = 500;
 const BACKOFF_MAX = 30_000;
 const HELLO_TIMEOUT = 10_000;
 const ACTIVITY_EVERY = 30_000;
+const HEARTBEAT_EVERY = 25_000;
+const HEARTBEAT_TIMEOUT = 10_000;
 
 function defaultURL() {
   const loc = globalThis.location;
@@ -219,6 +228,8 @@ export class Client extends Emitter {
     this.retryTimer = 0;
     this.helloTimer = 0;
     this.lastSent = 0;
+    this.lastHeard = 0;
+    this.heartbeatTimer = 0;
 
     this.onOnline = () => {
       if (this.state.status === "waiting") this.reconnectNow();
@@ -227,13 +238,7 @@ export class Client extends Emitter {
     // for minutes (nothing to send, no close to receive), and the console
     // would read "Live" meanwhile. Drop it now: the banner shows, retries
     // start (and fail fast while offline), and "online" reconnects at once.
-    this.onOffline = () => {
-      const ws = this.ws;
-      if (!ws) return;
-      this.ws = null; // from here on its own close event is ignored
-      ws.close(4000, "offline");
-      this.#closed(1006, "offline");
-    };
+    this.onOffline = () => this.#drop(this.ws, "offline");
     globalThis.addEventListener?.("online", this.onOnline);
     globalThis.addEventListener?.("offline", this.onOffline);
   }
@@ -263,6 +268,7 @@ export class Client extends Emitter {
     };
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
+      this.lastHeard = Date.now();
       this.#frame(typeof ev.data === "string" ? ev.data : "");
     };
     ws.onclose = (ev) => {
@@ -294,6 +300,7 @@ export class Client extends Emitter {
   close() {
     clearTimeout(this.retryTimer);
     clearTimeout(this.helloTimer);
+    clearInterval(this.heartbeatTimer);
     globalThis.removeEventListener?.("online", this.onOnline);
     globalThis.removeEventListener?.("offline", this.onOffline);
     const ws = this.ws;
@@ -321,10 +328,13 @@ export class Client extends Emitter {
     }
     const id = this.nextID++;
     const frame = JSON.stringify({ ...fields, id, op });
+    const ws = this.ws;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new ProtocolError("timeout", `${op}: no reply within ${timeout / 1000} s`));
+        // The hub answers every request; silence means the socket is dead.
+        this.#drop(ws, "no reply from the hub");
       }, timeout);
       this.pending.set(id, { resolve, reject, timer, op });
       try {
@@ -427,6 +437,8 @@ export class Client extends Emitter {
     this.haveSnapshot = true;
 
     this.#setState({ status: "open", attempt: 0, retryAt: 0, code: 0, reason: "", everConnected: true });
+    clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = setInterval(() => this.#heartbeat(), HEARTBEAT_EVERY / 5);
     this.emit("hello", { hello: h, resumed, resync: !!h.resync });
     this.emit("notifications", this.notifications);
     for (const ev of h.missed || []) this.emit("event", ev);
@@ -511,8 +523,27 @@ export class Client extends Emitter {
     }
   }
 
+  /** Sends a ping when nothing has arrived for a while; its timeout (like
+   * any request's) drops a dead socket. */
+  #heartbeat() {
+    if (!this.open || this.pinging || Date.now() - this.lastHeard < HEARTBEAT_EVERY) return;
+    this.pinging = true;
+    this.request("ping", {}, { timeout: HEARTBEAT_TIMEOUT })
+      .catch(() => {}) // a timeout has dropped the socket already
+      .finally(() => { this.pinging = false; });
+  }
+
+  /** Drops ws (if it is still the current socket) as closed abnormally. */
+  #drop(ws, reason) {
+    if (!ws || ws !== this.ws) return;
+    this.ws = null; // from here on its own close event is ignored
+    ws.close(4000, reason);
+    this.#closed(1006, reason);
+  }
+
   #closed(code, reason) {
     clearTimeout(this.helloTimer);
+    clearInterval(this.heartbeatTimer);
     this.ws = null;
     this.#failPending("disconnected");
     for (const v of this.views.keys()) v.suspend();

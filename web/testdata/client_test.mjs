@@ -132,6 +132,15 @@ test("a request with no reply times out", async () => {
   client.close();
 });
 
+test("a request with no reply means a dead socket: it is dropped and the client reconnects", async () => {
+  const { client, ws } = await connected();
+  await assert.rejects(client.request("history", { conv: "c1" }), { code: "timeout" });
+  assert.equal(ws.closed?.code, 4000, "the silent socket is closed");
+  assert.equal(client.state.status, "waiting", "the client waits to reconnect");
+  assert.equal(client.state.code, 1006);
+  client.close();
+});
+
 test("workspace events update agents, settings and notifications", async () => {
   const { client, ws } = await connected();
   let notified = 0;
