@@ -19,7 +19,7 @@ import (
 
 // crashCommand is how the reliability figures in docs/reliability.md are
 // made.
-const crashCommand = "go test -race -count=1 -v -run 'Crash|Silent|Flood|Burst|StoreWrite|Shutdown' ./cmd/presencehub/"
+const crashCommand = "go test -race -count=1 -v -run 'Crash|Silent|Flood|Burst|StoreWrite|Shutdown|Replies' ./cmd/presencehub/"
 
 // TestCrashRecovery runs the real binary with durable writes under a steady
 // load of real clients, kills it with SIGKILL at random moments, restarts it
