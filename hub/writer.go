@@ -248,20 +248,7 @@ func (c *conn) deliver(events []queues.Event) int {
 		}
 		queued++
 	}
-	var start bool
-	if slow {
-		start = c.shutLocked(CloseSlowConsumer, "slow consumer", false)
-	} else {
-		start = c.kickLocked()
-	}
-	c.mu.Unlock()
-	if start {
-		go c.writeLoop() // ends when the queue is drained, or after the close
-	}
-	if slow {
-		c.h.obs.SlowConsumer()
-		c.h.log.Warn("slow consumer closed", "ws", c.id.Workspace, "agent", c.id.Agent, "queued", c.h.cfg.SendQueue)
-	}
+	c.unlockQueued(slow)
 	return queued
 }
 
@@ -272,8 +259,15 @@ func (c *conn) enqueue(m outMsg) {
 		c.mu.Unlock()
 		return
 	}
+	c.unlockQueued(!c.q.push(m, c.h.cfg.SendQueue))
+}
+
+// unlockQueued ends a critical section that queued messages: it closes the
+// connection as a slow consumer when the queue overflowed, else makes sure
+// a writer runs; then it unlocks c.mu, and starts the writer and reports
+// the slow consumer outside the lock.
+func (c *conn) unlockQueued(slow bool) {
 	var start bool
-	slow := !c.q.push(m, c.h.cfg.SendQueue)
 	if slow {
 		start = c.shutLocked(CloseSlowConsumer, "slow consumer", false)
 	} else {
