@@ -52,6 +52,14 @@ type Presence interface {
 	ForceOffline(ws, agent string)
 }
 
+// Delivery tells when a workspace's events up to a sequence number have
+// reached the sockets, for a hub whose events arrive through a Dispatcher
+// (which implements it). Without one (events published synchronously)
+// replies need no waiting.
+type Delivery interface {
+	WaitDelivered(ws string, seq uint64, max time.Duration) bool
+}
+
 // Observer receives the hub's measurements. metrics.Metrics implements it;
 // a nil Observer in Config means none are taken. Calls must be cheap and
 // must not block: they sit on the broadcast and connection paths.

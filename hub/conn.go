@@ -500,6 +500,11 @@ func (c *conn) handle(frame []byte) {
 		c.reply(id, nil, re)
 		return
 	}
+	if d := c.h.cfg.Delivery; d != nil {
+		if n := resultSeq(result); n > 0 && !d.WaitDelivered(c.id.Workspace, n, reqTimeout) {
+			c.h.log.Warn("reply sent before its events: fan-out is behind", "ws", c.id.Workspace, "op", req.Op, "seq", n)
+		}
+	}
 	c.reply(id, result, nil)
 	if op.after != nil {
 		op.after(c, req)

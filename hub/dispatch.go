@@ -3,27 +3,36 @@ package hub
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/presencehub/presencehub/queues"
 )
 
-// Dispatcher hands committed events to a Publisher (the Hub) on a goroutine
-// of its own. The store calls Publish from its commit loop, and a broadcast
-// to ten thousand sockets takes milliseconds even when it only queues; with
-// a Dispatcher between them, the next commit (of any workspace) never waits
-// for the last broadcast, and callers get their answers as soon as their
-// change is durable.
+// Dispatcher hands committed events to the hub's fan-out on a goroutine of
+// its own. The store calls Publish from its commit loop, and a broadcast to
+// ten thousand sockets takes milliseconds even when it only queues; with a
+// Dispatcher between them, the next commit (of any workspace) never waits
+// for the last broadcast.
 //
-// Order is kept: events reach next in the order Publish received them, so
-// each workspace's events stay in sequence order. The queue is not bounded:
-// Publish must not block the committer, and the queue only grows while
-// fan-out is slower than commits; Backlog tells how far behind it is.
+// Order is kept: events reach the hub in the order Publish received them,
+// so each workspace's events stay in sequence order. The queue is not
+// bounded: Publish must not block the committer, and the queue only grows
+// while fan-out is slower than commits; Backlog tells how far behind it is.
+//
+// It also keeps replies behind their events (WaitDelivered): a reply that
+// carries sequence number N is queued only once every event up to N that
+// was handed to the Dispatcher has reached the sockets. protocol.md tells
+// a client to resume from the highest seq it has seen, replies included; a
+// reply overtaking an event would make a socket that drops in between lose
+// that event for good. The wait is the requester's alone: commits never
+// wait for it.
 type Dispatcher struct {
-	next queues.Publisher
-
-	mu    sync.Mutex
-	queue []dispatchItem // guarded by mu: published, not yet handed on
-	wake  chan struct{}  // capacity 1: "queue is not empty"
+	mu      sync.Mutex
+	queue   []dispatchItem         // guarded by mu: published, not yet handed on
+	queued  map[string]uint64      // guarded by mu: highest seq published, per workspace
+	done    map[string]uint64      // guarded by mu: highest seq handed on, per workspace
+	waiters map[string][]seqWaiter // guarded by mu: replies waiting for done
+	wake    chan struct{}          // capacity 1: "queue is not empty"
 }
 
 type dispatchItem struct {
@@ -31,10 +40,19 @@ type dispatchItem struct {
 	events []queues.Event
 }
 
-// NewDispatcher returns a Dispatcher handing events on to next. Run must be
-// running for anything to reach next.
-func NewDispatcher(next queues.Publisher) *Dispatcher {
-	return &Dispatcher{next: next, wake: make(chan struct{}, 1)}
+type seqWaiter struct {
+	seq  uint64
+	done chan struct{}
+}
+
+// NewDispatcher returns a Dispatcher; Run hands its events on.
+func NewDispatcher() *Dispatcher {
+	return &Dispatcher{
+		queued:  make(map[string]uint64),
+		done:    make(map[string]uint64),
+		waiters: make(map[string][]seqWaiter),
+		wake:    make(chan struct{}, 1),
+	}
 }
 
 // Publish queues events and returns at once.
@@ -44,6 +62,7 @@ func (d *Dispatcher) Publish(ws string, events []queues.Event) {
 	}
 	d.mu.Lock()
 	d.queue = append(d.queue, dispatchItem{ws: ws, events: events})
+	d.queued[ws] = max(d.queued[ws], lastSeq(events))
 	d.mu.Unlock()
 	select {
 	case d.wake <- struct{}{}:
@@ -58,23 +77,47 @@ func (d *Dispatcher) Backlog() int {
 	return len(d.queue)
 }
 
-// Run hands queued events on until ctx is done, then hands on what is
-// still queued and returns.
-func (d *Dispatcher) Run(ctx context.Context) {
+// WaitDelivered returns once every event of ws up to seq that was
+// published here has been handed on, or after max (a stalled fan-out must
+// not hold a reply forever). It reports whether that point was reached.
+// Events published before this process started need no waiting.
+func (d *Dispatcher) WaitDelivered(ws string, seq uint64, max time.Duration) bool {
+	d.mu.Lock()
+	target := min(seq, d.queued[ws])
+	if d.done[ws] >= target {
+		d.mu.Unlock()
+		return true
+	}
+	w := seqWaiter{seq: target, done: make(chan struct{})}
+	d.waiters[ws] = append(d.waiters[ws], w)
+	d.mu.Unlock()
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-w.done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// Run hands queued events on to next until ctx is done, then hands on what
+// is still queued and returns.
+func (d *Dispatcher) Run(ctx context.Context, next queues.Publisher) {
 	var batch []dispatchItem
 	for {
 		select {
 		case <-d.wake:
 		case <-ctx.Done():
-			d.flush(batch)
+			d.flush(next, batch)
 			return
 		}
-		batch = d.flush(batch)
+		batch = d.flush(next, batch)
 	}
 }
 
 // flush hands on everything queued, reusing batch's backing array.
-func (d *Dispatcher) flush(batch []dispatchItem) []dispatchItem {
+func (d *Dispatcher) flush(next queues.Publisher, batch []dispatchItem) []dispatchItem {
 	for {
 		d.mu.Lock()
 		batch, d.queue = d.queue, batch[:0]
@@ -83,8 +126,58 @@ func (d *Dispatcher) flush(batch []dispatchItem) []dispatchItem {
 			return batch
 		}
 		for _, it := range batch {
-			d.next.Publish(it.ws, it.events)
+			next.Publish(it.ws, it.events)
+			d.handedOn(it.ws, lastSeq(it.events))
 		}
 		clear(batch) // drop the events: the hub keeps what it needs
 	}
+}
+
+// handedOn records that ws's events up to seq reached the sockets, and
+// releases the replies waiting for that.
+func (d *Dispatcher) handedOn(ws string, seq uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if seq <= d.done[ws] {
+		return
+	}
+	d.done[ws] = seq
+	waiting := d.waiters[ws]
+	kept := waiting[:0]
+	for _, w := range waiting {
+		if w.seq <= seq {
+			close(w.done)
+		} else {
+			kept = append(kept, w)
+		}
+	}
+	if len(kept) == 0 {
+		delete(d.waiters, ws)
+	} else {
+		d.waiters[ws] = kept
+	}
+}
+
+// lastSeq is the highest sequence number among events.
+func lastSeq(events []queues.Event) uint64 {
+	var n uint64
+	for i := range events {
+		n = max(n, events[i].Seq)
+	}
+	return n
+}
+
+// resultSeq is the sequence number a reply's result carries, 0 for none.
+func resultSeq(result any) uint64 {
+	switch r := result.(type) {
+	case convResult:
+		return r.Seq
+	case subscribePage:
+		return r.Seq
+	case subscribeResumed:
+		return r.Seq
+	case queues.Page:
+		return r.Seq
+	}
+	return 0
 }

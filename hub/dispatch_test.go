@@ -30,10 +30,10 @@ func (p *blockingPublisher) Publish(ws string, events []queues.Event) {
 // it is stopped.
 func TestDispatcherNeverBlocksAndKeepsOrder(t *testing.T) {
 	next := &blockingPublisher{release: make(chan struct{}), got: map[string][]uint64{}}
-	d := NewDispatcher(next)
+	d := NewDispatcher()
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { d.Run(ctx); close(done) }() // ends when ctx is cancelled and the queue is handed on
+	go func() { d.Run(ctx, next); close(done) }() // ends when ctx is cancelled and the queue is handed on
 
 	const n = 1000
 	published := make(chan struct{})
@@ -66,4 +66,31 @@ func TestDispatcherNeverBlocksAndKeepsOrder(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestWaitDeliveredHoldsRepliesBehindTheirEvents: a reply's seq waits only
+// for events this dispatcher was given and has not handed on yet.
+func TestWaitDeliveredHoldsRepliesBehindTheirEvents(t *testing.T) {
+	next := &blockingPublisher{release: make(chan struct{}), got: map[string][]uint64{}}
+	d := NewDispatcher()
+	// Nothing published for the workspace in this process (a restart):
+	// every earlier event is as delivered as it will ever be.
+	if !d.WaitDelivered("a", 5000, time.Second) {
+		t.Fatal("got a wait for a workspace with nothing in flight, want none")
+	}
+	d.Publish("a", []queues.Event{{Seq: 5001}})
+	if d.WaitDelivered("a", 5001, 50*time.Millisecond) {
+		t.Fatal("got seq 5001 delivered before anything was handed on")
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { d.Run(ctx, next); close(done) }() // ends when ctx is cancelled
+	waited := make(chan bool, 1)
+	go func() { waited <- d.WaitDelivered("a", 5001, 10*time.Second) }() // ends within 10 s
+	close(next.release)
+	if !<-waited {
+		t.Fatal("got no delivery of seq 5001 after the fan-out ran")
+	}
+	stop()
+	<-done
 }

@@ -43,6 +43,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Observer receives measurements; nil takes none.
 	Observer Observer
+	// Delivery, when events reach Publish through a Dispatcher, holds each
+	// reply until the events it covers are queued ahead of it. Nil when
+	// events are published synchronously.
+	Delivery Delivery
 	// PingInterval is how often the hub pings each connection. Default 15 s.
 	PingInterval time.Duration
 	// PongTimeout is how long a connection may answer nothing (no pong, no

@@ -55,7 +55,12 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 	// the hub to close sockets on idle logout.
 	var sink *presenceSink
 	tracker := presence.NewTracker(func(u presence.Update) { sink.push(u) }, presence.DefaultTiming)
+	// Fan-out runs on the dispatcher's goroutine, not the store's
+	// committer: a broadcast to thousands of sockets must not hold up the
+	// next commit. The hub holds each reply until its events are out.
+	disp := hub.NewDispatcher()
 	h := hub.New(hub.Config{
+		Delivery: disp,
 		Backend:  store,
 		Presence: tracker,
 		Verifier: verifier,
@@ -64,10 +69,6 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 		Observer: m,
 	})
 	sink = newPresenceSink(store, h, log.With("component", "presence"))
-	// Fan-out runs on the dispatcher's goroutine, not the store's
-	// committer: a broadcast to thousands of sockets must not hold up the
-	// next commit.
-	disp := hub.NewDispatcher(h)
 	store.SetPublisher(m.Publisher(settingsTee{tracker: tracker, next: disp}))
 
 	restored, err := restorePresence(store, tracker, time.Now())
@@ -122,7 +123,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 	var g errgroup.Group
 	g.Go(func() error { sink.run(bg); return nil })             // ends when bg is cancelled, after a final flush
 	g.Go(func() error { return ignoreCanceled(store.Run(bg)) }) // ends when bg is cancelled
-	g.Go(func() error { disp.Run(bg); return nil })             // ends when bg is cancelled, after handing on what is queued
+	g.Go(func() error { disp.Run(bg, h); return nil })          // ends when bg is cancelled, after handing on what is queued
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }() // ends when srv is shut down
