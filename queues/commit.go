@@ -217,17 +217,35 @@ func (s *Store) write(ops []op) error {
 // errDiskFull: a commit was refused because the disk has no room for it.
 var errDiskFull = errors.New("disk full")
 
+// memTableSize is Badger's memtable size for stores on disk.
+const memTableSize = 16 << 20
+
 // minFreeBytes is the room a commit leaves on the disk for what Badger
-// writes by itself (manifest, small flushes).
-const minFreeBytes = 4 << 20
+// writes by itself: a whole memtable's flush (which writes its table at
+// once, through a memory map) and some more (manifest, value log).
+const minFreeBytes = memTableSize + 4<<20
+
+// diskRecoverBytes is how much more than minFreeBytes must be free before a
+// store that ran out of room takes commits again.
+const diskRecoverBytes = 4 << 20
+
+// diskReserve is the free space a commit must leave: minFreeBytes, and
+// diskRecoverBytes more while the store is recovering from a full disk.
+func (s *Store) diskReserve() uint64 {
+	if s.diskLow.Load() {
+		return minFreeBytes + diskRecoverBytes
+	}
+	return minFreeBytes
+}
 
 // roomFor refuses a commit the disk cannot hold. Badger appends to its
 // write-ahead log through a memory map of a sparse file: on a full disk the
 // write does not fail, the process dies of SIGBUS. So the store checks the
 // free space itself, before every commit, and fails the batch cleanly
 // instead (ErrUnavailable; Ready reports it until there is room again).
-// Badger's own flushes and compactions also write through memory maps and
-// are not covered: keep well over a memtable (64 MiB) free.
+// The reserve covers a memtable's flush, which also writes through a
+// memory map; compactions are not covered: keep well over minFreeBytes free
+// (docs/operations.md).
 func (s *Store) roomFor(ops []op) error {
 	if s.opts.InMemory {
 		return nil
@@ -238,13 +256,18 @@ func (s *Store) roomFor(ops []op) error {
 	}
 	// Each entry costs its key and value plus a header and checksum in
 	// the log; twice that covers the log and the memtable's flush share.
-	need := uint64(minFreeBytes)
+	// Once the disk has been too full, it stays full until there is
+	// clearly room again (diskReserve): otherwise small commits would slip
+	// through while larger ones fail, and readiness would flap.
+	need := s.diskReserve()
 	for _, o := range ops {
 		need += 2 * uint64(len(o.k)+len(o.v)+32)
 	}
 	if free < need {
+		s.diskLow.Store(true)
 		return fmt.Errorf("%w: %d bytes free in %s, a commit needs %d", errDiskFull, free, s.opts.Dir, need)
 	}
+	s.diskLow.Store(false)
 	return nil
 }
 

@@ -19,7 +19,7 @@ func TestFullDiskRefusesCommits(t *testing.T) {
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", mnt).CombinedOutput(); err != nil {
 		t.Skipf("needs a small filesystem to fill (mount -t tmpfs): %v %s", err, out)
 	}
 	t.Cleanup(func() {

@@ -664,8 +664,8 @@ func TestStoreWriteFailureTurnsIntoErrors(t *testing.T) {
 		d.recoverAndRestart(t)
 	})
 	t.Run("the hub's own writes fill the disk", func(t *testing.T) {
-		// 96 MiB: Badger's first memtable (64 MiB) fills, and its flush
-		// to a table needs about as much again.
+		// 96 MiB: Badger's 16 MiB memtables fill and flush several times, each
+		// flush needing about as much again; the store keeps that room.
 		d := newDiskRun(t, bin, 96)
 		d.warmUp(t)
 		var wg sync.WaitGroup
