@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -124,6 +125,31 @@ func TestScrapeRunningServer(t *testing.T) {
 		return nil
 	})
 
+	// The 2-minute promise made visible: with Remove Ownership on, the
+	// scraper owns a New conversation and closes its only socket; after the
+	// grace its ownership is removed, counted under "logout", and the
+	// removal delay lands in the histogram.
+	admin, err := hub.Mint([]byte(scrapeSecret), hub.Identity{
+		Workspace: "demo", Agent: "ann", Name: "Ann Admin", Role: queues.RoleAdmin,
+	}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := scrape(t, client, base)
+	api(t, client, http.MethodPatch, base+"/api/v1/settings", admin, `{"remove_ownership":true,"offline_grace":1}`)
+	var got struct {
+		Conversation queues.Conversation `json:"conversation"`
+	}
+	decodeBody(t, api(t, client, http.MethodGet, base+"/api/v1/conversations/c1", admin, ""), &got)
+	api(t, client, http.MethodPost, base+"/api/v1/conversations/c1/assign", admin,
+		fmt.Sprintf(`{"agent":"scraper","version":%d}`, got.Conversation.Version))
+	eventually(t, 10*time.Second, func() error {
+		if n := value(scrape(t, client, base), `presencehub_ownership_changes_total{reason="manual_assign"}`); n <= value(before, `presencehub_ownership_changes_total{reason="manual_assign"}`) {
+			return fmt.Errorf("manual_assign not counted")
+		}
+		return nil
+	})
+
 	conn.Close(websocket.StatusNormalClosure, "done")
 	eventually(t, 10*time.Second, func() error {
 		if body := scrape(t, client, base); !strings.Contains(body, "presencehub_connections 0") {
@@ -131,6 +157,66 @@ func TestScrapeRunningServer(t *testing.T) {
 		}
 		return nil
 	})
+	eventually(t, 15*time.Second, func() error {
+		body := scrape(t, client, base)
+		if value(body, `presencehub_ownership_changes_total{reason="logout"}`) < 1 {
+			return fmt.Errorf("the logout removal is not counted")
+		}
+		if value(body, "presencehub_ownership_removal_delay_seconds_count") < 1 {
+			return fmt.Errorf("the removal delay is not observed")
+		}
+		if value(body, `presencehub_presence_transitions_total{reason="grace_expired",to="offline"}`) < 1 {
+			return fmt.Errorf("the grace expiry is not counted")
+		}
+		return nil
+	})
+	if d := value(scrape(t, client, base), "presencehub_ownership_removal_delay_seconds_sum"); d < 0.5 || d > 120 {
+		t.Errorf("removal delay: got %v s, want about the 1 s grace and within the 2-minute promise", d)
+	}
+}
+
+// api makes an authenticated API request and returns its body, failing the
+// test on anything but 200.
+func api(t *testing.T, client *http.Client, method, url, token, body string) []byte {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("%s %s: got %d %s, want 200", method, url, res.StatusCode, b)
+	}
+	return b
+}
+
+func decodeBody(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("decode %s: %v", b, err)
+	}
+}
+
+// value is the sample of the exposition line that starts with series, 0
+// when there is none.
+func value(body, series string) float64 {
+	for line := range strings.SplitSeq(body, "\n") {
+		if rest, ok := strings.CutPrefix(line, series+" "); ok {
+			var v float64
+			fmt.Sscan(rest, &v)
+			return v
+		}
+	}
+	return 0
 }
 
 // startServer runs bin on a free loopback port and returns its base URL.
