@@ -28,7 +28,8 @@ import (
 // wait for it.
 type Dispatcher struct {
 	mu      sync.Mutex
-	queue   []dispatchItem         // guarded by mu: published, not yet handed on
+	queue   []dispatchItem         // guarded by mu: published, not yet taken by Run
+	handing int                    // guarded by mu: taken by Run, not yet handed on
 	queued  map[string]uint64      // guarded by mu: highest seq published, per workspace
 	done    map[string]uint64      // guarded by mu: highest seq handed on, per workspace
 	waiters map[string][]seqWaiter // guarded by mu: replies waiting for done
@@ -74,7 +75,7 @@ func (d *Dispatcher) Publish(ws string, events []queues.Event) {
 func (d *Dispatcher) Backlog() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.queue)
+	return len(d.queue) + d.handing
 }
 
 // WaitDelivered returns once every event of ws up to seq that was
@@ -121,6 +122,7 @@ func (d *Dispatcher) flush(next queues.Publisher, batch []dispatchItem) []dispat
 	for {
 		d.mu.Lock()
 		batch, d.queue = d.queue, batch[:0]
+		d.handing = len(batch)
 		d.mu.Unlock()
 		if len(batch) == 0 {
 			return batch
@@ -138,6 +140,7 @@ func (d *Dispatcher) flush(next queues.Publisher, batch []dispatchItem) []dispat
 func (d *Dispatcher) handedOn(ws string, seq uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.handing--
 	if seq <= d.done[ws] {
 		return
 	}
