@@ -33,28 +33,10 @@ func TestSlowConsumerClosedOthersFlow(t *testing.T) {
 	e.workspace("acme", queues.SettingsPatch{})
 	fast := e.connect("acme", "al")
 
-	// A client that reads its hello, then stops reading.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	slowConn, _, err := websocket.Dial(ctx, e.wsURL(token(t, "acme", "bea", queues.RoleAgent, time.Hour)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slowConn.CloseNow()
-	slowConn.SetReadLimit(-1)
-	if _, _, err := slowConn.Read(ctx); err != nil {
-		t.Fatalf("hello: %v", err)
-	}
-
-	// Publish 64 KiB events, a few at a time, until the stalled client's
-	// socket buffers fill and its queue overflows.
+	slowConn := stalledClient(t, e, "acme", "bea")
+	// Until the stalled client's socket buffers fill and its queue overflows.
 	seq := e.store.Head("acme") + 1000
-	published := 0
-	eventually(t, 20*time.Second, func() bool {
-		e.hub.Publish("acme", bigEvents(seq+uint64(published), 4, 64<<10))
-		published += 4
-		return e.obs.slow.Load() > 0
-	}, "no slow consumer after %d events of 64 KiB", published)
+	published := publishUntilSlow(t, e, "acme", seq)
 	t.Logf("slow consumer after %d events of 64 KiB", published)
 
 	// The stalled client, reading again, finds everything up to the
@@ -308,24 +290,9 @@ func TestPanickingRequestClosesOnlyItsSocket(t *testing.T) {
 func TestWriteTimeoutCountsAsSlowConsumer(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.SendQueue = 1 << 20; c.WriteTimeout = 300 * time.Millisecond })
 	e.workspace("acme", queues.SettingsPatch{})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	stalled, _, err := websocket.Dial(ctx, e.wsURL(token(t, "acme", "bea", queues.RoleAgent, time.Hour)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stalled.CloseNow()
-	if _, _, err := stalled.Read(ctx); err != nil {
-		t.Fatalf("hello: %v", err)
-	}
-	// Fill the socket buffers until a write cannot finish in time.
-	seq := e.store.Head("acme") + 1000
-	published := 0
-	eventually(t, 20*time.Second, func() bool {
-		e.hub.Publish("acme", bigEvents(seq+uint64(published), 4, 64<<10))
-		published += 4
-		return e.obs.slow.Load() > 0
-	}, "no slow consumer counted after %d events of 64 KiB", published)
+	stalledClient(t, e, "acme", "bea")
+	// Until a write cannot finish in time (the queue has room to spare).
+	publishUntilSlow(t, e, "acme", e.store.Head("acme")+1000)
 	eventually(t, 5*time.Second, func() bool { return e.hub.Connections() == 0 },
 		"the stalled connection is still open")
 }
@@ -376,4 +343,35 @@ func TestRateLimitIsPerAgentToo(t *testing.T) {
 	// Another agent is not affected.
 	bea := e.connect("acme", "bea")
 	bea.ok("activity", nil, nil)
+}
+
+// stalledClient connects an agent that reads its hello and then nothing
+// more; the socket is closed when the test ends.
+func stalledClient(t *testing.T, e *env, ws, agent string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, e.wsURL(token(t, ws, agent, queues.RoleAgent, time.Hour)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	c.SetReadLimit(-1)
+	if _, _, err := c.Read(ctx); err != nil {
+		t.Fatalf("hello: %v", err)
+	}
+	return c
+}
+
+// publishUntilSlow publishes 64 KiB events from seq on, a few at a time,
+// until the hub counts a slow consumer, and returns how many it published.
+func publishUntilSlow(t *testing.T, e *env, ws string, seq uint64) int {
+	t.Helper()
+	published := 0
+	eventually(t, 20*time.Second, func() bool {
+		e.hub.Publish(ws, bigEvents(seq+uint64(published), 4, 64<<10))
+		published += 4
+		return e.obs.slow.Load() > 0
+	}, "no slow consumer after %d events of 64 KiB", published)
+	return published
 }
