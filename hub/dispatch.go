@@ -118,6 +118,12 @@ func (d *Dispatcher) Run(ctx context.Context, next queues.Publisher) {
 }
 
 // flush hands on everything queued, reusing batch's backing array.
+//
+// What queued up for one workspace while the last hand-over ran goes on
+// in one Publish call, in order: every connection then queues all of it
+// at once and its writer packs it into one frame. Under load this is what
+// turns many small writes into few large ones: the further fan-out falls
+// behind, the more each write carries.
 func (d *Dispatcher) flush(next queues.Publisher, batch []dispatchItem) []dispatchItem {
 	for {
 		d.mu.Lock()
@@ -127,20 +133,63 @@ func (d *Dispatcher) flush(next queues.Publisher, batch []dispatchItem) []dispat
 		if len(batch) == 0 {
 			return batch
 		}
-		for _, it := range batch {
+		for _, it := range merge(batch) {
 			next.Publish(it.ws, it.events)
-			d.handedOn(it.ws, lastSeq(it.events))
+			d.handedOn(it.ws, lastSeq(it.events), it.n)
 		}
 		clear(batch) // drop the events: the hub keeps what it needs
 	}
 }
 
-// handedOn records that ws's events up to seq reached the sockets, and
-// releases the replies waiting for that.
-func (d *Dispatcher) handedOn(ws string, seq uint64) {
+// mergedItem is one workspace's events from n Publish calls.
+type mergedItem struct {
+	ws     string
+	events []queues.Event
+	n      int
+}
+
+// merge joins the items of each workspace, keeping their order; the
+// workspaces come in the order of their first item.
+func merge(batch []dispatchItem) []mergedItem {
+	out := make([]mergedItem, 0, 1)
+	at := map[string]int(nil)
+	for _, it := range batch {
+		i, ok := -1, false
+		if len(out) == 1 && out[0].ws == it.ws {
+			i, ok = 0, true // the common case: a single busy workspace
+		} else if len(out) > 0 {
+			if at == nil {
+				at = make(map[string]int, len(batch))
+				for j, m := range out {
+					at[m.ws] = j
+				}
+			}
+			i, ok = at[it.ws]
+		}
+		if !ok {
+			if at != nil {
+				at[it.ws] = len(out)
+			}
+			out = append(out, mergedItem{ws: it.ws, events: it.events, n: 1})
+			continue
+		}
+		m := &out[i]
+		if m.n == 1 {
+			// Copy rather than append to the publisher's slice.
+			m.events = append(make([]queues.Event, 0, len(m.events)+len(it.events)), m.events...)
+		}
+		m.events = append(m.events, it.events...)
+		m.n++
+	}
+	return out
+}
+
+// handedOn records that ws's events up to seq, from n Publish calls,
+// reached the sockets, and releases the replies waiting for that.
+func (d *Dispatcher) handedOn(ws string, seq uint64, n int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.handing--
+	d.handing -= n
 	if seq <= d.done[ws] {
 		return
 	}

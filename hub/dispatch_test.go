@@ -13,12 +13,17 @@ type blockingPublisher struct {
 	release chan struct{}
 	mu      sync.Mutex
 	got     map[string][]uint64
+	calls   map[string]int
 }
 
 func (p *blockingPublisher) Publish(ws string, events []queues.Event) {
 	<-p.release
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.calls == nil {
+		p.calls = map[string]int{}
+	}
+	p.calls[ws]++
 	for _, ev := range events {
 		p.got[ws] = append(p.got[ws], ev.Seq)
 	}
@@ -26,8 +31,9 @@ func (p *blockingPublisher) Publish(ws string, events []queues.Event) {
 
 // TestDispatcherNeverBlocksAndKeepsOrder: while the fan-out behind it is
 // stuck, Publish still returns at once; when it resumes, every workspace's
-// events arrive in the order published, and Run hands on what is left when
-// it is stopped.
+// events arrive in the order published, what queued up meanwhile goes on in
+// a few calls rather than one per Publish, and Run hands on what is left
+// when it is stopped.
 func TestDispatcherNeverBlocksAndKeepsOrder(t *testing.T) {
 	next := &blockingPublisher{release: make(chan struct{}), got: map[string][]uint64{}}
 	d := NewDispatcher()
@@ -65,6 +71,12 @@ func TestDispatcherNeverBlocksAndKeepsOrder(t *testing.T) {
 				t.Fatalf("workspace %s: event %d has seq %d, want %d", ws, i, seq, i+1)
 			}
 		}
+		if calls := next.calls[ws]; calls > 10 {
+			t.Errorf("workspace %s: %d events came in %d calls, want what queued up merged into a few", ws, n, calls)
+		}
+	}
+	if b := d.Backlog(); b != 0 {
+		t.Errorf("got backlog %d after everything was handed on, want 0", b)
 	}
 }
 
