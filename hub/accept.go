@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -98,6 +99,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.ws, c.raw = ws, sb.conn
+	if sc, ok := sb.conn.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.rc = rc
+		}
+	}
 	ws.SetReadLimit(h.cfg.MaxFrame)
 	if !h.reg.add(c, &h.wg) {
 		ws.Close(websocket.StatusGoingAway, "server shutting down")

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -36,7 +37,9 @@ type conn struct {
 	h   *Hub
 	id  Identity
 	ws  *websocket.Conn
-	raw net.Conn // the hijacked TCP connection, closed to end everything at once
+	raw net.Conn        // the hijacked TCP connection, closed to end everything at once
+	rc  syscall.RawConn // raw's, for writes that must not block; nil if it has none
+	tw  tryWrite        // the inline writer's state (writer.go); the writer's alone
 
 	// A connection has no context of its own. Its requests' contexts
 	// descend from the hub's lifetime; its reads, writes and pings are
@@ -233,7 +236,7 @@ func (c *conn) finish(readErr error) {
 	code, reason := c.code, c.reason
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop() // ends after the close handshake
+		go c.writeLoop(nil) // ends after the close handshake
 	}
 	if !tooBig && websocket.CloseStatus(readErr) == -1 {
 		// The socket failed or was closed under the reader: whatever is
@@ -402,7 +405,7 @@ func (c *conn) hello(since uint64, resume bool) error {
 	start := c.kickLocked()
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop() // ends when the queue is drained
+		go c.writeLoop(nil) // ends when the queue is drained
 	}
 	return nil
 }
@@ -585,7 +588,7 @@ func (c *conn) activate(act *activation, reply []byte) {
 	start := c.kickLocked()
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop() // ends when the queue is drained
+		go c.writeLoop(nil) // ends when the queue is drained
 	}
 }
 
@@ -599,7 +602,7 @@ func (c *conn) dropView(v *view) {
 	start := c.kickLocked()
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop() // ends when the queue is drained
+		go c.writeLoop(nil) // ends when the queue is drained
 	}
 }
 

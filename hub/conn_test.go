@@ -2,7 +2,9 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -374,4 +376,52 @@ func publishUntilSlow(t *testing.T, e *env, ws string, seq uint64) int {
 		return e.obs.slow.Load() > 0
 	}, "no slow consumer after %d events of 64 KiB", published)
 	return published
+}
+
+// TestStalledReaderGetsEverythingWhenItReadsAgain: events published while
+// a client does not read fill its socket, so writes go out in part and the
+// rest waits for a writer goroutine; when the client reads again, every
+// event arrives whole and in order. Sizes vary so that frames are cut at
+// every kind of place, packed frames included.
+func TestStalledReaderGetsEverythingWhenItReadsAgain(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.SendQueue = 1 << 20 })
+	e.workspace("acme", queues.SettingsPatch{})
+	stalled := stalledClient(t, e, "acme", "bea")
+
+	// About 24 MiB, more than loopback's socket buffers hold.
+	seq := e.store.Head("acme") + 1000
+	sizes := []int{70 << 10, 100, 3000, 40 << 10, 10, 130 << 10, 500}
+	var want []uint64
+	for len(want) < 400 {
+		for _, size := range sizes {
+			s := seq + uint64(len(want))
+			e.hub.Publish("acme", bigEvents(s, 1, size))
+			want = append(want, s)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var got []uint64
+	for len(got) < len(want) {
+		_, b, err := stalled.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d events: %v", len(got), len(want), err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			var ev eventMsg
+			if err := json.Unmarshal([]byte(line), &ev); err != nil {
+				t.Fatalf("after %d events: a message that is not JSON (%d bytes): %v", len(got), len(line), err)
+			}
+			if ev.Type == typeEvent && ev.Seq >= seq {
+				got = append(got, ev.Seq)
+			}
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %d events out of order or with gaps", len(got))
+	}
+	if n := e.obs.slow.Load(); n != 0 {
+		t.Errorf("got %d slow consumers, want 0", n)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -161,15 +162,49 @@ func (h *Hub) Publish(ws string, events []queues.Event) {
 	}
 	start := time.Now()
 	events = withWire(events)
+	frames := make([][]byte, len(events))
+	for i := range events {
+		frames[i], _ = frameOf(events[i].Wire)
+	}
 	p := connsPool.Get().(*[]*conn)
 	conns := h.reg.workspace(ws, (*p)[:0])
-	for _, c := range conns {
-		c.deliver(events)
-	}
+	fanOut(conns, events, frames)
 	clear(conns)
 	*p = conns[:0]
 	connsPool.Put(p)
 	h.obs.BroadcastDuration(time.Since(start))
+}
+
+// parallelMin is how many recipients each goroutine of a fan-out gets at
+// least: below that, starting one costs more than it saves.
+const parallelMin = 512
+
+// fanOut delivers events to conns. Delivering is mostly writing: one system
+// call per recipient (writeInline), so a big fan-out is split over as many
+// goroutines as there are cores, and returns when all are done. A
+// connection is in one part only, and the next fan-out starts after this
+// one ends, so every connection still gets its events in order.
+func fanOut(conns []*conn, events []queues.Event, frames [][]byte) {
+	parts := min(runtime.GOMAXPROCS(0), len(conns)/parallelMin)
+	if parts <= 1 {
+		for _, c := range conns {
+			c.deliver(events, frames)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 1; i < parts; i++ {
+		part := conns[i*len(conns)/parts : (i+1)*len(conns)/parts]
+		wg.Go(func() { // ends when its part is delivered
+			for _, c := range part {
+				c.deliver(events, frames)
+			}
+		})
+	}
+	for _, c := range conns[:len(conns)/parts] {
+		c.deliver(events, frames)
+	}
+	wg.Wait()
 }
 
 // withWire returns events with every Wire filled in. The store encodes each

@@ -1,9 +1,11 @@
 package hub
 
 import (
-	"context"
+	"bytes"
 	"errors"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -21,6 +23,10 @@ type outMsg struct {
 	// b is the message's JSON. An event's bytes are the store's Wire,
 	// shared by every recipient and never modified.
 	b []byte
+	// frame, for an event, is b as a whole WebSocket frame, prepared once
+	// for all recipients (frame.go); nil for hello and replies, which the
+	// writer frames itself.
+	frame []byte
 	// seq is the event's sequence number; 0 for hello and replies.
 	seq uint64
 	// agent is, for a presence event, whose presence it is: the key under
@@ -117,6 +123,20 @@ func recycle(m []outMsg) {
 	msgPool.Put(&m)
 }
 
+// requeue puts msgs back before everything queued: a writer took them and
+// could not write them.
+func (q *sendQueue) requeue(msgs []outMsg) {
+	if len(msgs) == 0 {
+		return
+	}
+	nq := append((*msgPool.Get().(*[]outMsg))[:0], msgs...)
+	nq = append(nq, q.msgs...)
+	if q.msgs != nil {
+		recycle(q.msgs)
+	}
+	q.msgs = nq
+}
+
 // pushFront puts m before everything queued (the hello).
 func (q *sendQueue) pushFront(m outMsg) {
 	q.msgs = append(q.msgs, outMsg{})
@@ -169,24 +189,31 @@ func (q *sendQueue) dropViewOnly() {
 const maxPack = 64 << 10
 
 // framePool recycles the buffers writers pack frames into.
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, maxPack); return &b }}
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, maxFrameHeader+maxPack); return &b }}
 
-// pack joins the first messages of msgs with '\n' into one frame of at
-// most limit bytes (one message at least) and reports how many it took. A
-// lone message is returned as it is, without a copy; otherwise the frame
-// is built in dst.
+// pack makes a frame of the first messages of msgs, joined with '\n', of
+// at most limit payload bytes (one message at least), and reports how many
+// it took. A lone message that has a prepared frame (an event) is returned
+// as it is, without a copy; otherwise the frame is built in dst, unless a
+// lone message is too big for it and gets a buffer of its own.
 func pack(dst []byte, msgs []outMsg, limit int) ([]byte, int) {
 	if len(msgs) == 1 || len(msgs[0].b)+1+len(msgs[1].b) > limit {
-		return msgs[0].b, 1
+		if msgs[0].frame != nil {
+			return msgs[0].frame, 1
+		}
+		if len(msgs[0].b) > limit {
+			frame, _ := frameOf(msgs[0].b)
+			return frame, 1
+		}
 	}
-	dst = append(dst[:0], msgs[0].b...)
+	dst = append(dst[:maxFrameHeader], msgs[0].b...)
 	n := 1
-	for n < len(msgs) && len(dst)+1+len(msgs[n].b) <= limit {
+	for n < len(msgs) && len(dst)-maxFrameHeader+1+len(msgs[n].b) <= limit {
 		dst = append(dst, '\n')
 		dst = append(dst, msgs[n].b...)
 		n++
 	}
-	return dst, n
+	return framed(dst), n
 }
 
 // route decides whether ev goes to this connection, and how it is queued.
@@ -227,10 +254,11 @@ func (c *conn) route(ev *queues.Event) (outMsg, bool) {
 	return m, true
 }
 
-// deliver queues the events this connection should see. It never blocks:
-// a connection too far behind is closed as a slow consumer, by its writer,
-// off the caller's path. It reports how many events it queued.
-func (c *conn) deliver(events []queues.Event) int {
+// deliver queues the events this connection should see; frames[i] is
+// events[i] as a frame. It never blocks: a connection too far behind is
+// closed as a slow consumer, by its writer, off the caller's path. It
+// reports how many events it queued.
+func (c *conn) deliver(events []queues.Event, frames [][]byte) int {
 	queued, slow := 0, false
 	c.mu.Lock()
 	if c.closing || c.finished {
@@ -242,6 +270,10 @@ func (c *conn) deliver(events []queues.Event) int {
 		if !ok {
 			continue
 		}
+		// The queue holds the frame, and the payload as its tail: one copy
+		// of the bytes for every recipient.
+		m.frame = frames[i]
+		m.b = m.frame[len(m.frame)-len(m.b):]
 		if !c.q.push(m, c.h.cfg.SendQueue) {
 			slow = true
 			break
@@ -264,23 +296,24 @@ func (c *conn) enqueue(m outMsg) {
 
 // unlockQueued ends a critical section that queued messages: it closes the
 // connection as a slow consumer when the queue overflowed, else makes sure
-// a writer runs; then it unlocks c.mu, and starts the writer and reports
-// the slow consumer outside the lock.
+// a writer runs; then it unlocks c.mu, and outside the lock writes what it
+// can inline or starts the closing writer, and reports the slow consumer.
 func (c *conn) unlockQueued(slow bool) {
-	var start bool
-	if slow {
-		start = c.shutLocked(CloseSlowConsumer, "slow consumer", false)
-	} else {
-		start = c.kickLocked()
+	if !slow {
+		start := c.kickLocked()
+		c.mu.Unlock()
+		if start {
+			c.writeInline()
+		}
+		return
 	}
+	start := c.shutLocked(CloseSlowConsumer, "slow consumer", false)
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop() // ends when the queue is drained, or after the close
+		go c.writeLoop(nil) // ends after the close
 	}
-	if slow {
-		c.h.obs.SlowConsumer()
-		c.h.log.Warn("slow consumer closed", "ws", c.id.Workspace, "agent", c.id.Agent, "queued", c.h.cfg.SendQueue)
-	}
+	c.h.obs.SlowConsumer()
+	c.h.log.Warn("slow consumer closed", "ws", c.id.Workspace, "agent", c.id.Agent, "queued", c.h.cfg.SendQueue)
 }
 
 // kickLocked reports whether a writer must be started for what is queued,
@@ -323,18 +356,20 @@ func (c *conn) shut(code websocket.StatusCode, reason string, flush bool) {
 	start := c.shutLocked(code, reason, flush)
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop() // ends after the close handshake
+		go c.writeLoop(nil) // ends after the close handshake
 	}
 }
 
-// writeLoop writes what is queued until the queue is empty, then ends. On a
-// closing connection it ends after sending the close frame and waiting for
-// the close handshake. At most one runs per connection (c.writing).
-func (c *conn) writeLoop() {
+// writeLoop writes pending (the rest of a frame the inline writer could
+// not finish), then what is queued until the queue is empty, then ends. On
+// a closing connection it ends after sending the close frame and waiting
+// for the close handshake. At most one writer, inline or not, runs per
+// connection (c.writing).
+func (c *conn) writeLoop(pending []byte) {
 	defer c.wg.Done()
 	for {
 		c.mu.Lock()
-		if c.closing && (c.q.len() == 0 || c.dropped.Load()) {
+		if c.closing && ((c.q.len() == 0 && pending == nil) || c.dropped.Load()) {
 			c.q.drop()
 			code, reason := c.code, c.reason
 			c.mu.Unlock()
@@ -342,7 +377,7 @@ func (c *conn) writeLoop() {
 			c.closeSocket(code, reason)
 			return
 		}
-		if c.q.len() == 0 || (c.held && !c.closing) {
+		if pending == nil && (c.q.len() == 0 || (c.held && !c.closing)) {
 			c.writing = false
 			c.mu.Unlock()
 			return
@@ -350,68 +385,164 @@ func (c *conn) writeLoop() {
 		batch := c.q.take()
 		c.mu.Unlock()
 
-		err := c.writeBatch(batch)
-		recycle(batch)
+		err := c.writeBatch(pending, batch)
+		pending = nil
+		if batch != nil {
+			recycle(batch)
+		}
 		if err != nil {
-			// A failed write closes the socket (the library does when the
-			// deadline passes; any other failure leaves it unusable); the
-			// reader sees that and finishes the connection.
-			c.raw.Close()
-			c.mu.Lock()
-			if !c.closing {
-				c.closing = true
-				c.code, c.reason = websocket.StatusAbnormalClosure, "write failed"
-			}
-			c.q.drop()
-			c.mu.Unlock()
-			// A write that ran out of time is a client not reading: a slow
-			// consumer caught by the deadline rather than by the queue's
-			// bound, and operators must see it. Any other failure is the
-			// peer going away.
-			if errors.Is(err, context.DeadlineExceeded) {
-				c.h.obs.SlowConsumer()
-				c.h.log.Warn("write timed out, closed as slow consumer", "ws", c.id.Workspace, "agent", c.id.Agent,
-					"timeout", c.h.cfg.WriteTimeout)
-			} else {
-				c.h.log.Debug("write failed", "ws", c.id.Workspace, "agent", c.id.Agent, "err", err)
-			}
+			c.writeFailed(err)
 			return
 		}
 	}
 }
 
-// writeBatch writes msgs in as few frames as maxPack allows. Each write has
-// WriteTimeout to finish; a closing connection that dropped its queue stops
-// between frames.
-func (c *conn) writeBatch(msgs []outMsg) error {
+// writeInline is a writer run on the publisher's goroutine, for the writer
+// count kickLocked took. Most of the time the socket's send buffer has
+// room, and an event then costs one system call and no goroutine at all.
+// It writes only what the socket takes at once: the first write that would
+// block hands the rest, and the count, to a writer goroutine (writeLoop),
+// as does a close, whose handshake waits for the peer.
+func (c *conn) writeInline() {
+	if c.rc == nil {
+		go c.writeLoop(nil) // ends when the queue is drained
+		return
+	}
+	for {
+		c.mu.Lock()
+		if c.closing {
+			c.mu.Unlock()
+			go c.writeLoop(nil) // ends after the close handshake
+			return
+		}
+		if c.q.len() == 0 || c.held {
+			c.writing = false
+			c.mu.Unlock()
+			c.wg.Done()
+			return
+		}
+		batch := c.q.take()
+		c.mu.Unlock()
+
+		done, rest, err := c.writeBatchNow(batch)
+		if err != nil {
+			recycle(batch)
+			c.writeFailed(err)
+			c.wg.Done()
+			return
+		}
+		if done < len(batch) || rest != nil {
+			c.mu.Lock()
+			c.q.requeue(batch[done:])
+			c.mu.Unlock()
+			recycle(batch)
+			go c.writeLoop(rest) // ends when the queue is drained
+			return
+		}
+		recycle(batch)
+	}
+}
+
+// writeFailed handles a failed write. A failed write leaves the socket
+// unusable: it is closed, and the reader sees that and finishes the
+// connection.
+func (c *conn) writeFailed(err error) {
+	c.raw.Close()
+	c.mu.Lock()
+	if !c.closing {
+		c.closing = true
+		c.code, c.reason = websocket.StatusAbnormalClosure, "write failed"
+	}
+	c.q.drop()
+	c.mu.Unlock()
+	// A write that ran out of time is a client not reading: a slow consumer
+	// caught by the deadline rather than by the queue's bound, and
+	// operators must see it. Any other failure is the peer going away.
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.h.obs.SlowConsumer()
+		c.h.log.Warn("write timed out, closed as slow consumer", "ws", c.id.Workspace, "agent", c.id.Agent,
+			"timeout", c.h.cfg.WriteTimeout)
+	} else {
+		c.h.log.Debug("write failed", "ws", c.id.Workspace, "agent", c.id.Agent, "err", err)
+	}
+}
+
+// nextFrame makes the frame that starts msgs: a prepared event as it is,
+// else what pack builds in *buf (taken from framePool on first use).
+func nextFrame(buf **[]byte, msgs []outMsg) ([]byte, int) {
+	if len(msgs) == 1 && msgs[0].frame != nil {
+		return msgs[0].frame, 1 // the common case: one event, prepared
+	}
+	if *buf == nil {
+		*buf = framePool.Get().(*[]byte)
+	}
+	return pack(**buf, msgs, maxPack)
+}
+
+// writeBatchNow writes the frames of msgs for as long as the socket takes
+// them without blocking. It reports how many messages went out whole, and
+// the unwritten rest of a frame it could write only in part (a copy; the
+// messages in that frame count as done).
+func (c *conn) writeBatchNow(msgs []outMsg) (done int, rest []byte, err error) {
 	var buf *[]byte
 	defer func() {
 		if buf != nil {
 			framePool.Put(buf)
 		}
 	}()
+	for done < len(msgs) {
+		if c.dropped.Load() {
+			return len(msgs), nil, nil
+		}
+		frame, n := nextFrame(&buf, msgs[done:])
+		w, err := c.writeNow(frame)
+		if err != nil {
+			return done, nil, err
+		}
+		if w == 0 {
+			return done, nil, nil
+		}
+		c.h.obs.Sent(n)
+		done += n
+		if w < len(frame) {
+			return done, bytes.Clone(frame[w:]), nil
+		}
+	}
+	return done, nil, nil
+}
+
+// writeBatch writes pending, then msgs in as few frames as maxPack allows,
+// within WriteTimeout; a closing connection that dropped its queue stops
+// between frames.
+//
+// The time limit is a deadline on the TCP connection, set once for the
+// batch and cleared after it (the library writes pongs and the close frame
+// on its own, and must not find an old deadline). A context with a timeout
+// per write would cost a timer, a context and an AfterFunc registration
+// for every frame sent, on the hottest path there is.
+func (c *conn) writeBatch(pending []byte, msgs []outMsg) error {
+	var buf *[]byte
+	defer func() {
+		if buf != nil {
+			framePool.Put(buf)
+		}
+	}()
+	if err := c.raw.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	defer c.raw.SetWriteDeadline(time.Time{})
+	if pending != nil && !c.dropped.Load() {
+		if _, err := c.raw.Write(pending); err != nil {
+			return err
+		}
+	}
 	for len(msgs) > 0 {
 		if c.dropped.Load() {
 			return nil
 		}
-		var frame []byte
-		n := 1
-		if len(msgs) > 1 {
-			if buf == nil {
-				buf = framePool.Get().(*[]byte)
-			}
-			frame, n = pack(*buf, msgs, maxPack)
-			if n > 1 {
-				*buf = frame[:0]
-			}
-		} else {
-			frame = msgs[0].b
-		}
-		// Not tied to any other context: a closed socket ends the write.
-		ctx, cancel := context.WithTimeout(context.Background(), c.h.cfg.WriteTimeout)
-		err := c.ws.Write(ctx, websocket.MessageText, frame)
-		cancel()
-		if err != nil {
+		frame, n := nextFrame(&buf, msgs)
+		// One Write call per frame: see frame.go.
+		if _, err := c.raw.Write(frame); err != nil {
 			return err
 		}
 		c.h.obs.Sent(n)

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"strings"
 	"testing"
@@ -178,22 +179,25 @@ func TestPack(t *testing.T) {
 		msgs  []outMsg
 		limit int
 		n     int
-		size  int
+		size  int // payload bytes
 	}{
-		{"one message goes as is", msgs(10), 100, 1, 10},
+		{"one message", msgs(10), 100, 1, 10},
 		{"several fit", msgs(10, 10, 10), 100, 3, 32},
 		{"exactly at the limit", msgs(10, 10, 10), 32, 3, 32},
 		{"one byte over the limit", msgs(10, 10, 10), 31, 2, 21},
 		{"a big first message goes alone", msgs(200, 10), 100, 1, 200},
 		{"a big later message waits for the next frame", msgs(10, 200), 100, 1, 10},
+		{"a payload with a 16-bit length", msgs(100, 100), 300, 2, 201},
+		{"a payload with a 64-bit length", msgs(70000), 100, 1, 70000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			frame, n := pack(nil, tt.msgs, tt.limit)
-			if n != tt.n || len(frame) != tt.size {
-				t.Fatalf("got %d messages in %d bytes, want %d in %d", n, len(frame), tt.n, tt.size)
+			frame, n := pack(make([]byte, 0, 64), tt.msgs, tt.limit)
+			payload := payloadOf(t, frame)
+			if n != tt.n || len(payload) != tt.size {
+				t.Fatalf("got %d messages in %d bytes, want %d in %d", n, len(payload), tt.n, tt.size)
 			}
-			lines := bytes.Split(frame, []byte("\n"))
+			lines := bytes.Split(payload, []byte("\n"))
 			if len(lines) != n {
 				t.Fatalf("frame splits into %d lines, want %d", len(lines), n)
 			}
@@ -204,13 +208,39 @@ func TestPack(t *testing.T) {
 			}
 		})
 	}
-	t.Run("a lone message is not copied", func(t *testing.T) {
-		m := msgs(10)
-		frame, _ := pack(nil, m, 100)
-		if &frame[0] != &m[0].b[0] {
-			t.Errorf("got a copy, want the message's own bytes")
+	t.Run("a lone prepared event is not copied", func(t *testing.T) {
+		frame, payload := frameOf([]byte("event"))
+		got, _ := pack(nil, []outMsg{{b: payload, frame: frame}}, 100)
+		if &got[0] != &frame[0] {
+			t.Errorf("got a copy, want the event's own frame")
 		}
 	})
+}
+
+// payloadOf checks that frame is one final, unmasked text frame with the
+// shortest length encoding (RFC 6455, section 5.2) and returns its payload.
+func payloadOf(t *testing.T, frame []byte) []byte {
+	t.Helper()
+	if len(frame) < 2 || frame[0] != 0x81 || frame[1]&0x80 != 0 {
+		t.Fatalf("frame starts % x, want a final unmasked text frame", frame[:min(2, len(frame))])
+	}
+	n, rest := uint64(frame[1]), frame[2:]
+	switch n {
+	case 126:
+		n, rest = uint64(binary.BigEndian.Uint16(rest)), rest[2:]
+		if n <= 125 {
+			t.Fatalf("length %d in 16 bits, want 7", n)
+		}
+	case 127:
+		n, rest = binary.BigEndian.Uint64(rest), rest[8:]
+		if n <= 0xFFFF {
+			t.Fatalf("length %d in 64 bits, want fewer", n)
+		}
+	}
+	if uint64(len(rest)) != n {
+		t.Fatalf("header says %d payload bytes, frame has %d", n, len(rest))
+	}
+	return rest
 }
 
 // BenchmarkFrameCoalesce packs a backlog of 64 typical event messages into
@@ -219,9 +249,10 @@ func BenchmarkFrameCoalesce(b *testing.B) {
 	wire := []byte(`{"type":"event","seq":123456,"at":"2026-11-21T10:01:00Z","kind":"conversation","actor":{"id":"al","name":"Al","role":"agent"},"reason":"manual_assign","conv":{"id":"c7","channel":"email","customer":"Dana","queue":"new","owner":"bea","owner_since":"2026-11-21T10:01:00Z","version":6,"created_at":"2026-11-21T09:00:00Z","last_activity":"2026-11-21T10:01:00Z"},"prev":{"queue":"new","owner":""}}`)
 	backlog := make([]outMsg, 64)
 	for i := range backlog {
-		backlog[i] = outMsg{b: wire, seq: uint64(i + 1)}
+		frame, payload := frameOf(wire)
+		backlog[i] = outMsg{b: payload, frame: frame, seq: uint64(i + 1)}
 	}
-	buf := make([]byte, 0, maxPack)
+	buf := make([]byte, 0, maxFrameHeader+maxPack)
 	b.SetBytes(int64(len(backlog) * (len(wire) + 1)))
 	b.ReportAllocs()
 	for b.Loop() {

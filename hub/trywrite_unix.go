@@ -1,0 +1,51 @@
+//go:build unix
+
+package hub
+
+import (
+	"errors"
+	"syscall"
+)
+
+// tryWrite writes to a socket without ever waiting: what the kernel's send
+// buffer takes now is written, the rest is left to a writer goroutine. It
+// goes through syscall.RawConn.Write, which holds the socket's write lock,
+// so it never interleaves with the library's own writes either.
+type tryWrite struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // do, bound once per connection
+}
+
+func (t *tryWrite) do(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), t.b)
+		if err == syscall.EINTR {
+			continue
+		}
+		t.n, t.err = max(n, 0), err
+		return true // never wait for the socket to become writable
+	}
+}
+
+// writeNow writes what of b the socket takes without blocking. It reports
+// how much that was, and an error only when the socket failed: a full send
+// buffer is no error, just a short count.
+func (c *conn) writeNow(b []byte) (int, error) {
+	t := &c.tw
+	if t.fn == nil {
+		t.fn = t.do
+	}
+	t.b = b
+	err := c.rc.Write(t.fn)
+	n, werr := t.n, t.err
+	t.b, t.n, t.err = nil, 0, nil
+	if err != nil {
+		return 0, err
+	}
+	if werr != nil && !errors.Is(werr, syscall.EAGAIN) {
+		return n, werr
+	}
+	return n, nil
+}
