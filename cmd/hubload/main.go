@@ -20,10 +20,12 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"syscall"
@@ -80,6 +82,7 @@ type config struct {
 	perIP        int           // connections per source address
 	srcIPs       int           // source addresses to rotate over
 	setupTimeout time.Duration // one connect or setup request
+	cpuProfile   string        // file for the tool's own CPU profile
 }
 
 // scenarios maps a name to its run function.
@@ -133,9 +136,10 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.Float64Var(&c.clientRate, "client-rate", 45, "durable: most requests per second per client; the hub refuses more than 50/s per connection (0: unpaced)")
 	fs.IntVar(&c.grace, "grace", 2, "churn: offline grace to set on the workspace, seconds (the hub allows 0 to 90)")
 	fs.Float64Var(&c.inside, "inside", 0.5, "churn: share of reconnects inside the grace (0 to 1)")
-	fs.IntVar(&c.perIP, "per-ip", 20000, "connections per source address before moving to the next")
-	fs.IntVar(&c.srcIPs, "src-ips", 50, "source addresses to rotate over, from 127.0.0.2")
+	fs.IntVar(&c.perIP, "per-ip", 5000, "connections per source address before moving to the next")
+	fs.IntVar(&c.srcIPs, "src-ips", 250, "source addresses to rotate over, from 127.0.0.2; each run starts at a random one")
 	fs.DurationVar(&c.setupTimeout, "setup-timeout", 60*time.Second, "bound of one connect or setup request")
+	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the tool's own CPU profile (pprof) to this file")
 	// Let "-burst 1" work as the brief writes it, besides "-burst".
 	args = normalizeBoolArgs(args[1:], "burst")
 	if err := fs.Parse(args); err != nil {
@@ -290,6 +294,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "hubload:", err)
 		return 2
 	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			fmt.Fprintln(stderr, "hubload:", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(stderr, "hubload:", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 	load0 := loadAvg()
 	rep, err := scenarios[cfg.scenario](ctx, e)
 	if err != nil {
@@ -322,7 +339,11 @@ func newEnv(cfg *config, log io.Writer) (*env, error) {
 	}
 	apiHTTP := newAPIClient(apiConns)
 	e.api = &apiClient{base: base, http: apiHTTP}
-	wsHTTP := newWSClient(newSrcPool(cfg.perIP, cfg.srcIPs))
+	src := newSrcPool(cfg.perIP, cfg.srcIPs)
+	// A random first address: the ports an earlier run left in TIME_WAIT
+	// are then most likely on other addresses.
+	src.startAt(rand.Uint64N(src.count))
+	wsHTTP := newWSClient(src)
 	e.wsHTTP = wsHTTP
 	e.probe = &serverProbe{pid: cfg.pid, metrics: base.JoinPath("/metrics"), http: apiHTTP}
 	return e, nil

@@ -108,6 +108,9 @@ func (p *srcPool) addr(n uint64) netip.Addr {
 	return netip.AddrFrom4(b)
 }
 
+// startAt makes the next dial use the pool's address number i (from 0).
+func (p *srcPool) startAt(i uint64) { p.dials.Store(i % p.count * p.perIP) }
+
 // next returns the source address for the next dial.
 func (p *srcPool) next() netip.Addr {
 	return p.addr(p.dials.Add(1) - 1)
@@ -146,7 +149,7 @@ func (l *loopbackDialer) DialContext(ctx context.Context, network, addr string) 
 // are hijacked by the upgrade, so it keeps no idle ones, and each dial takes
 // the next source address.
 func newWSClient(src *srcPool) *http.Client {
-	d := &loopbackDialer{src: src, d: net.Dialer{Timeout: 10 * time.Second}}
+	d := &loopbackDialer{src: src, d: net.Dialer{Timeout: 10 * time.Second, Control: bindNoPort}}
 	return &http.Client{
 		Transport: &http.Transport{
 			DialContext:         d.DialContext,

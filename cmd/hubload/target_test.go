@@ -69,6 +69,10 @@ func TestSrcPoolRotates(t *testing.T) {
 			t.Fatalf("got %v, want %v", got, want)
 		}
 	}
+	p.startAt(4) // 4 mod 3
+	if a := p.next(); a != netip.MustParseAddr("127.0.0.3") {
+		t.Errorf("after startAt(4) of 3: got %v, want 127.0.0.3", a)
+	}
 	big := newSrcPool(20000, 1000) // capped at 250 addresses
 	if a := big.addr(20000*250 - 1); a != netip.MustParseAddr("127.0.0.251") {
 		t.Errorf("last address: got %v, want 127.0.0.251", a)
