@@ -89,14 +89,6 @@ type readerState struct {
 // Per-connection request limits (docs/protocol.md, close codes 1008 and
 // 4029).
 const (
-	// A connection may send reqBurst requests at once and reqRate per
-	// second after that; beyond it requests get rate_limited.
-	reqBurst = 100
-	reqRate  = 50
-	// An agent may send agentReqRate requests per second (bursts of twice
-	// that) across all of its sockets: a few tabs fit, and neither extra
-	// sockets nor reconnects get around the per-connection bucket.
-	agentReqRate = 100
 	// maxRefused rate_limited replies within limitWindow close the socket
 	// with 4029.
 	maxRefused = 100
@@ -138,7 +130,7 @@ func (c *conn) heardAt() time.Time { return time.Unix(0, c.heard.Load()) }
 func (c *conn) start(since uint64, resume bool) {
 	c.h.cfg.Presence.Connect(c.id.Workspace, c.id.Agent)
 	c.rd.lastActivity = time.Now()
-	c.rd.tokens, c.rd.tokensAt = reqBurst, c.rd.lastActivity
+	c.rd.tokens, c.rd.tokensAt = 2*c.h.cfg.RequestRate, c.rd.lastActivity
 
 	if err := c.hello(since, resume); err != nil {
 		c.h.log.Warn("hello failed", "ws", c.id.Workspace, "agent", c.id.Agent, "err", err)
@@ -514,9 +506,14 @@ func (c *conn) handle(frame []byte) {
 	}
 }
 
-// allow takes one token from the connection's request bucket.
+// allow takes one token from the connection's request bucket: it holds
+// twice Config.RequestRate and refills at the rate.
 func (c *conn) allow(now time.Time) bool {
-	c.rd.tokens = min(reqBurst, c.rd.tokens+now.Sub(c.rd.tokensAt).Seconds()*reqRate)
+	rate := c.h.cfg.RequestRate
+	if rate < 0 {
+		return true
+	}
+	c.rd.tokens = min(2*rate, c.rd.tokens+now.Sub(c.rd.tokensAt).Seconds()*rate)
 	c.rd.tokensAt = now
 	if c.rd.tokens < 1 {
 		return false
@@ -527,8 +524,22 @@ func (c *conn) allow(now time.Time) bool {
 
 // allowAgent takes one token from the agent's bucket, shared by its sockets.
 func (h *Hub) allowAgent(id Identity, now time.Time) bool {
+	if h.agentLimits == nil {
+		return true
+	}
 	ok, _ := h.agentLimits.take(limitKey{ws: id.Workspace, sub: id.Agent}, now)
 	return ok
+}
+
+// agentLimiter is the budget an agent's sockets share: twice a single
+// connection's, so a few tabs fit, while neither extra sockets nor
+// reconnects get around the per-connection bucket. Nil when rate is
+// negative (no limits).
+func agentLimiter(rate float64) *limiter {
+	if rate < 0 {
+		return nil
+	}
+	return newLimiter(2 * rate)
 }
 
 // badRequest counts a malformed request; a flood of them closes the socket

@@ -186,6 +186,56 @@ func TestBinaryFrameCloses1008(t *testing.T) {
 	}
 }
 
+// The default request limits, as docs/protocol.md states them.
+const (
+	reqBurst     = 2 * DefaultRequestRate // per connection, at once
+	agentReqRate = 2 * DefaultRequestRate // per agent, a second
+)
+
+// TestRequestRateIsConfigurable: Config.RequestRate sets the per-connection
+// budget (a burst of twice the rate), and a negative rate turns the limits
+// off.
+func TestRequestRateIsConfigurable(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		rate    float64
+		send    int
+		limited bool
+	}{
+		{"a low rate refuses sooner", 5, 40, true},
+		{"a negative rate refuses nothing", -1, 3 * reqBurst, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t, func(c *Config) { c.RequestRate = tt.rate })
+			e.workspace("acme", queues.SettingsPatch{})
+			al := e.connect("acme", "al")
+			for i := range tt.send {
+				al.send(fmt.Sprintf(`{"id":%d,"op":"ping"}`, i))
+			}
+			ok, limited := 0, 0
+			eventually(t, 10*time.Second, func() bool {
+				ok, limited = 0, 0
+				for _, m := range al.all() {
+					switch {
+					case m.Type != typeReply:
+					case m.OK:
+						ok++
+					case m.Error.Code == codeRateLimited:
+						limited++
+					}
+				}
+				return ok+limited == tt.send
+			}, "not every request was answered")
+			if tt.limited && (limited == 0 || ok > 2*int(tt.rate)+int(tt.rate)) {
+				t.Errorf("rate %v: got %d answered, %d rate_limited of %d at once", tt.rate, ok, limited, tt.send)
+			}
+			if !tt.limited && limited != 0 {
+				t.Errorf("limits off: got %d rate_limited of %d", limited, tt.send)
+			}
+		})
+	}
+}
+
 func TestRateLimit(t *testing.T) {
 	e := newEnv(t)
 	e.workspace("acme", queues.SettingsPatch{})

@@ -61,6 +61,11 @@ type Config struct {
 	// SendQueue is how many messages may wait for one connection before it
 	// is closed as a slow consumer (4008). Default 1024.
 	SendQueue int
+	// RequestRate is how many requests a second one connection may send,
+	// in bursts of twice that; an agent's connections together get twice
+	// the rate, in bursts of four times it. 0 means DefaultRequestRate (50);
+	// a negative rate turns both limits off.
+	RequestRate float64
 }
 
 // Defaults of Config.
@@ -68,6 +73,7 @@ const (
 	DefaultPingInterval = 15 * time.Second
 	DefaultPongTimeout  = 30 * time.Second
 	DefaultWriteTimeout = 10 * time.Second
+	DefaultRequestRate  = 50
 	DefaultMaxFrame     = 64 << 10
 	DefaultSendQueue    = 1024
 )
@@ -124,6 +130,9 @@ func New(cfg Config) *Hub {
 	if cfg.SendQueue <= 0 {
 		cfg.SendQueue = DefaultSendQueue
 	}
+	if cfg.RequestRate == 0 {
+		cfg.RequestRate = DefaultRequestRate
+	}
 	cfg.Origins = slices.Clone(cfg.Origins)
 	obs := cfg.Observer
 	if obs == nil {
@@ -137,7 +146,7 @@ func New(cfg Config) *Hub {
 		lifetime:    ctx,
 		stop:        stop,
 		reg:         newRegistry(),
-		agentLimits: newLimiter(agentReqRate),
+		agentLimits: agentLimiter(cfg.RequestRate),
 		drained:     make(chan struct{}),
 	}
 }

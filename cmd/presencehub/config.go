@@ -24,6 +24,7 @@ type serveConfig struct {
 	DebugAddr string        // pprof listener, off when empty
 	DrainWait time.Duration // how long shutdown waits for sockets; default 10s
 	APIRate   float64       // HTTP API requests per second per caller (burst twice that); default 50, negative = off
+	WSRate    float64       // WebSocket requests per second per connection (hub.Config.RequestRate); default 50, negative = off
 }
 
 type lookupEnv func(string) (string, bool)
@@ -47,6 +48,7 @@ func parseServe(args []string, env lookupEnv, stderr io.Writer) (serveConfig, er
 	fs.StringVar(&c.DebugAddr, "debug-addr", "", "serve /debug/pprof on this address; off when empty (PRESENCEHUB_DEBUG_ADDR)")
 	fs.DurationVar(&c.DrainWait, "drain", 10*time.Second, "how long shutdown waits for sockets to close (PRESENCEHUB_DRAIN)")
 	fs.Float64Var(&c.APIRate, "api-rate", 50, "HTTP API requests per second per caller, burst twice that; negative turns the limit off (PRESENCEHUB_API_RATE)")
+	fs.Float64Var(&c.WSRate, "ws-rate", 50, "WebSocket requests per second per connection, burst twice that; an agent's sockets together get twice the rate; negative turns the limits off (PRESENCEHUB_WS_RATE)")
 
 	// The environment fills in what the command line does not set.
 	set := map[string]bool{}
@@ -86,6 +88,9 @@ func parseServe(args []string, env lookupEnv, stderr io.Writer) (serveConfig, er
 	}
 	if c.APIRate == 0 {
 		return c, fmt.Errorf("api-rate: 0 would refuse every request; use a positive rate, or a negative one to turn the limit off")
+	}
+	if c.WSRate == 0 {
+		return c, fmt.Errorf("ws-rate: 0 would refuse every request; use a positive rate, or a negative one to turn the limits off")
 	}
 	if c.PublicURL == "" {
 		c.PublicURL = "http://" + c.Addr

@@ -67,6 +67,8 @@ func TestParseServeFlagsEnvDefaults(t *testing.T) {
 		{name: "bad log level", args: []string{"-secret", testSecret, "-log-level", "loud"}, wantErr: "log-level"},
 		{name: "api rate", args: []string{"-secret", testSecret, "-api-rate", "200"}, want: func(c serveConfig) bool { return c.APIRate == 200 }},
 		{name: "api rate zero", args: []string{"-secret", testSecret, "-api-rate", "0"}, wantErr: "api-rate"},
+		{name: "ws rate", args: []string{"-secret", testSecret, "-ws-rate", "-1"}, want: func(c serveConfig) bool { return c.WSRate == -1 }},
+		{name: "ws rate zero", args: []string{"-secret", testSecret, "-ws-rate", "0"}, wantErr: "ws-rate"},
 		{name: "stray argument", args: []string{"-secret", testSecret, "extra"}, wantErr: "unexpected argument"},
 	}
 	for _, tt := range tests {

@@ -67,6 +67,8 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 		Origins:  cfg.Origins,
 		Logger:   log.With("component", "hub"),
 		Observer: m,
+
+		RequestRate: cfg.WSRate,
 	})
 	sink = newPresenceSink(store, h, log.With("component", "presence"))
 	store.SetPublisher(m.Publisher(settingsTee{tracker: tracker, next: disp}))
