@@ -180,12 +180,13 @@ func checkOrigin(r *http.Request, patterns []string) error {
 // would be most of the hub's memory. A payload bigger than a buffer is read
 // or written straight through (bufio bypasses its buffer then), so small
 // buffers cost no copies. Client frames are small requests: 512 bytes hold
-// one with its header in a single read. The write buffer holds a frame of
-// one event or reply (typically 300 to 700 bytes) with its header, so it
-// goes out in one system call; a packed frame takes two whatever the size.
+// one with its header in a single read. The library writes only control
+// frames through its buffer (data frames go straight to the connection,
+// frame.go): a ping, pong or close frame is at most 127 bytes, so 256
+// bytes send each in one Write call, which frame.go relies on.
 const (
 	connReadBuffer  = 512
-	connWriteBuffer = 1 << 10
+	connWriteBuffer = 256
 )
 
 // smallBuffers wraps the ResponseWriter of an upgrade so that Hijack hands

@@ -15,7 +15,7 @@ import "encoding/binary"
 // flush of the library is a single Write call on the net.Conn, and the
 // runtime never interleaves two Write calls on one socket. The library's
 // frames are small enough to leave its buffer in one flush (connWriteBuffer
-// is 1 KiB; a control frame is at most 127 bytes).
+// is 256 bytes; a control frame is at most 127).
 //
 // A server's frames are not masked (RFC 6455, section 5.1), so a frame is
 // only a header in front of the payload (section 5.2).

@@ -19,8 +19,10 @@ import (
 // acknowledged. Every acknowledgement is a change the hub has committed
 // (with fsync when the hub runs -durable), so the rate is what group commit
 // makes of -c concurrent writers. The hub limits each connection to 50
-// requests a second (burst 100), so each client is paced at -client-rate
-// and the rate can be no more than -c × -client-rate.
+// requests a second by default (burst 100), so each client is paced at
+// -client-rate and the rate can be no more than -c × -client-rate; to
+// measure the store rather than that limit, run the hub with -ws-rate -1
+// and this with -client-rate 0.
 func runDurable(ctx context.Context, e *env) (*report, error) {
 	cfg := e.cfg
 	C := cfg.clients

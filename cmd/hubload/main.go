@@ -133,7 +133,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.bursts, "bursts", 20, "fanout -burst: number of changes")
 	fs.DurationVar(&c.spacing, "spacing", time.Second, "fanout -burst: time between changes")
 	fs.IntVar(&c.clients, "c", 64, "durable: concurrent clients")
-	fs.Float64Var(&c.clientRate, "client-rate", 45, "durable: most requests per second per client; the hub refuses more than 50/s per connection (0: unpaced)")
+	fs.Float64Var(&c.clientRate, "client-rate", 45, "durable: most requests per second per client; the hub refuses more than 50/s per connection unless run with -ws-rate (0: unpaced)")
 	fs.IntVar(&c.grace, "grace", 2, "churn: offline grace to set on the workspace, seconds (the hub allows 0 to 90)")
 	fs.Float64Var(&c.inside, "inside", 0.5, "churn: share of reconnects inside the grace (0 to 1)")
 	fs.IntVar(&c.perIP, "per-ip", 5000, "connections per source address before moving to the next")
