@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"time"
 
@@ -133,12 +134,39 @@ func (d *Dispatcher) flush(next queues.Publisher, batch []dispatchItem) []dispat
 		if len(batch) == 0 {
 			return batch
 		}
-		for _, it := range merge(batch) {
-			next.Publish(it.ws, it.events)
-			d.handedOn(it.ws, lastSeq(it.events), it.n)
-		}
+		d.handOn(next, merge(batch))
 		clear(batch) // drop the events: the hub keeps what it needs
 	}
+}
+
+// handOn publishes items, each workspace's once. Handing on is mostly
+// writing to sockets, so with several workspaces waiting they are spread
+// over as many goroutines as there are cores; it returns when all are
+// done, so the next hand-over of a workspace starts after this one.
+func (d *Dispatcher) handOn(next queues.Publisher, items []mergedItem) {
+	one := func(it mergedItem) {
+		next.Publish(it.ws, it.events)
+		d.handedOn(it.ws, lastSeq(it.events), it.n)
+	}
+	parts := min(runtime.GOMAXPROCS(0), len(items))
+	if parts <= 1 {
+		for _, it := range items {
+			one(it)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for p := 1; p < parts; p++ {
+		wg.Go(func() { // ends when its share is handed on
+			for i := p; i < len(items); i += parts {
+				one(items[i])
+			}
+		})
+	}
+	for i := 0; i < len(items); i += parts {
+		one(items[i])
+	}
+	wg.Wait()
 }
 
 // mergedItem is one workspace's events from n Publish calls.
