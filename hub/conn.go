@@ -27,8 +27,9 @@ import (
 //   - a request goroutine, while one request is answered (the reader waits
 //     for it, so requests and their store calls go one at a time, in
 //     order);
-//   - a writer (writeLoop), only while something is queued or the socket
-//     is being closed;
+//   - a writer (writeLoop), only while the socket's send buffer is full
+//     with more queued, or the socket is being closed (otherwise whoever
+//     queues writes inline, without blocking: writeInline);
 //   - the ping timer's goroutine (tick), only during one ping round trip.
 //
 // Writers and pings are counted in wg, and only while finished is false
