@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -83,8 +82,6 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Compression would cost every connection a compressor and every
 		// recipient of an event its own encoding of the same bytes.
 		CompressionMode: websocket.CompressionDisabled,
-		OnPongReceived:  func(context.Context, []byte) { c.heardNow() },
-		OnPingReceived:  func(context.Context, []byte) bool { c.heardNow(); return true },
 	}
 	if !canHijack(w) {
 		// Accept answers 501 itself.
@@ -98,15 +95,21 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.log.Debug("upgrade failed", "ws", id.Workspace, "agent", id.Agent, "err", err)
 		return
 	}
-	c.ws, c.raw = ws, sb.conn
+	// The handshake is done, and with it the library's part: the hub reads
+	// and writes frames itself (reader.go, frame.go). CloseNow lets go of
+	// what the library's Conn holds; the socket stays open (libConn).
+	ws.CloseNow()
+	c.raw = sb.conn
+	c.rd.frames.partial = sb.early
 	if sc, ok := sb.conn.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			c.rc = rc
 		}
 	}
-	ws.SetReadLimit(h.cfg.MaxFrame)
 	if !h.reg.add(c, &h.wg) {
-		ws.Close(websocket.StatusGoingAway, "server shutting down")
+		c.raw.SetWriteDeadline(time.Now().Add(closeTimeout))
+		c.raw.Write(closeFrame(websocket.StatusGoingAway, "server shutting down"))
+		c.raw.Close()
 		return
 	}
 	h.obs.ConnOpened()
@@ -174,27 +177,16 @@ func checkOrigin(r *http.Request, patterns []string) error {
 	return fmt.Errorf("origin %q is not allowed", u.Host)
 }
 
-// Buffer sizes of a hijacked connection, replacing net/http's 4 KiB each.
-// websocket.Accept keeps the bufio.ReadWriter that Hijack returns for the
-// connection's whole life; with 15,000 idle sockets, two 4 KiB buffers each
-// would be most of the hub's memory. A payload bigger than a buffer is read
-// or written straight through (bufio bypasses its buffer then), so small
-// buffers cost no copies. Client frames are small requests: 512 bytes hold
-// one with its header in a single read. The library writes only control
-// frames through its buffer (data frames go straight to the connection,
-// frame.go): a ping, pong or close frame is at most 127 bytes, so 256
-// bytes send each in one Write call, which frame.go relies on.
-const (
-	connReadBuffer  = 512
-	connWriteBuffer = 256
-)
-
 // smallBuffers wraps the ResponseWriter of an upgrade so that Hijack hands
-// the WebSocket smaller buffers. The server's own buffers become garbage
-// once ServeHTTP returns, which it does as soon as the connection runs.
+// websocket.Accept a connection it cannot close and the smallest buffers
+// bufio allows. The library only answers the handshake (net/http writes
+// that response as it hijacks); the hub then reads and writes the socket
+// itself, so net/http's 4 KiB buffers become garbage once ServeHTTP
+// returns, and the library's as soon as Accept does.
 type smallBuffers struct {
 	http.ResponseWriter
-	conn net.Conn // the hijacked connection, once Hijack has run
+	conn  net.Conn // the hijacked connection, once Hijack has run
+	early []byte   // bytes the server read past the request (a client that sent its first frame without waiting)
 }
 
 // Hijack implements http.Hijacker.
@@ -212,26 +204,20 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 			return nil, nil, err
 		}
 	}
-	// Bytes the server read past the request (a client that sent its
-	// first frame without waiting) move into the new buffer, where Accept
-	// looks for them.
-	var src io.Reader = nc
-	size := connReadBuffer
-	n := brw.Reader.Buffered()
-	if n > 0 {
+	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(early)), nc)
-		size = max(size, n)
+		w.early = bytes.Clone(early)
 	}
-	br := bufio.NewReaderSize(src, size)
-	if n > 0 {
-		if _, err := br.Peek(n); err != nil {
-			nc.Close()
-			return nil, nil, err
-		}
-	}
-	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, connWriteBuffer)), nil
+	lc := libConn{nc}
+	return lc, bufio.NewReadWriter(bufio.NewReaderSize(lc, 16), bufio.NewWriterSize(lc, 16)), nil
 }
+
+// libConn is the connection as the library sees it: closing it does
+// nothing, because the hub, not the library's Conn, owns the socket.
+type libConn struct{ net.Conn }
+
+// Close implements net.Conn, as a no-op.
+func (libConn) Close() error { return nil }
 
 // canHijack reports whether w, or a ResponseWriter it wraps, can be
 // hijacked, as websocket.Accept and http.ResponseController look for it.

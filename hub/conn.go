@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,21 +24,20 @@ import (
 // conn is one accepted WebSocket. Its goroutines:
 //
 //   - the reader (serve), for the connection's whole life: it reads frames
-//     and, when the socket is gone, finishes the connection;
+//     (reader.go) and, when the socket is gone, finishes the connection;
 //   - a request goroutine, while one request is answered (the reader waits
 //     for it, so requests and their store calls go one at a time, in
 //     order);
 //   - a writer (writeLoop), only while the socket's send buffer is full
 //     with more queued, or the socket is being closed (otherwise whoever
 //     queues writes inline, without blocking: writeInline);
-//   - the ping timer's goroutine (tick), only during one ping round trip.
+//   - the ping timer's goroutine (tick), only while it queues a ping.
 //
 // Writers and pings are counted in wg, and only while finished is false
 // (checked under mu), so finish can wait for all of them.
 type conn struct {
 	h   *Hub
 	id  Identity
-	ws  *websocket.Conn
 	raw net.Conn        // the hijacked TCP connection, closed to end everything at once
 	rc  syscall.RawConn // raw's, for writes that must not block; nil if it has none
 	tw  tryWrite        // the inline writer's state (writer.go); the writer's alone
@@ -50,8 +50,13 @@ type conn struct {
 
 	slot int // index in the registry's list of the workspace; guarded by h.reg.mu
 
-	heard   atomic.Int64 // UnixNano of the last frame or pong received
+	heard   atomic.Int64 // UnixNano of the last bytes received
 	dropped atomic.Bool  // closing without sending what is queued
+
+	// The close handshake: whichever of the two sees the other set closes
+	// the socket (closeSocket, peerClose).
+	closeSent  atomic.Bool // the hub's close frame is written
+	peerClosed atomic.Bool // the peer's close frame is read
 
 	wg sync.WaitGroup // writer and ping goroutines; see the type comment
 
@@ -70,6 +75,9 @@ type conn struct {
 	code     websocket.StatusCode
 	reason   string
 	pinger   *time.Timer // ping and token expiry
+	// closeWait closes the socket if the peer does not answer the hub's
+	// close frame in time.
+	closeWait *time.Timer
 
 	// Owned by the reader goroutine.
 	rd readerState
@@ -85,6 +93,7 @@ type readerState struct {
 	bad          int       // bad requests in the current window
 	badSince     time.Time // start of that window
 	activate     *activation
+	frames       readState // the frame parser's (reader.go)
 }
 
 // Per-connection request limits (docs/protocol.md, close codes 1008 and
@@ -151,44 +160,90 @@ func (c *conn) serve() {
 	c.finish(err)
 }
 
-// readLoop reads and answers requests until the socket fails or closes.
+// readLoop reads and answers requests until the socket fails or closes,
+// or the peer's close frame arrives (returned as a websocket.CloseError).
+// After a frame that breaks the protocol it goes on reading, unparsed, so
+// that the socket is not reset under the close frame it sends.
 func (c *conn) readLoop() error {
+	st, limit := &c.rd.frames, c.h.cfg.MaxFrame
+	// First the bytes the server read past the upgrade request, if any.
+	err := consume(st, nil, limit, c)
 	for {
-		// No context: the socket closing ends the read (see conn).
-		typ, b, err := c.ws.Read(context.Background())
-		if err != nil {
-			return err
+		if err == errPeerClosed {
+			c.peerClose(*st.closeRx)
+			return *st.closeRx
+		}
+		if pe := (*protocolError)(nil); errors.As(err, &pe) {
+			c.h.log.Debug("protocol error", "ws", c.id.Workspace, "agent", c.id.Agent, "err", pe.reason)
+			c.shut(pe.code, pe.reason, false)
+		}
+		buf, n, rerr := c.readSome()
+		if rerr != nil {
+			return rerr
 		}
 		c.heardNow()
-		c.mu.Lock()
-		closing := c.closing
-		c.mu.Unlock()
-		if closing {
-			continue // drain until the close handshake completes
-		}
-		if typ != websocket.MessageText {
-			c.shut(websocket.StatusPolicyViolation, "binary frames are not accepted", true)
-			continue
-		}
-		// RFC 6455 8.1: a text frame that is not UTF-8 fails the
-		// connection with 1007. Decoding it anyway would turn the bad
-		// bytes into U+FFFD and store text the client never sent.
-		if !utf8.Valid(b) {
-			c.shut(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8", true)
-			continue
-		}
-		// The request is answered on a goroutine of its own, and waited
-		// for: requests stay one at a time and in order, and the deep
-		// stack that decoding, the store and encoding need goes away with
-		// it instead of staying with the idle reader.
-		done := make(chan struct{})
-		go func() { // ends when the request is answered
-			defer close(done)
-			defer c.survive()
-			c.handle(b)
-		}()
-		<-done
+		err = consume(st, (*buf)[:n], limit, c)
+		readPool.Put(buf)
 	}
+}
+
+// closingNow implements frameSink.
+func (c *conn) closingNow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing
+}
+
+// ping implements frameSink: the pong goes out through the send queue,
+// in turn with everything else written to the socket.
+func (c *conn) ping(p []byte) {
+	c.enqueue(outMsg{frame: controlFrame(opPong, p), control: true})
+}
+
+// tooBig implements frameSink.
+func (c *conn) tooBig() {
+	c.h.obs.Rejected(RejectTooBig)
+	c.shut(websocket.StatusMessageTooBig, "frame too big", false)
+}
+
+// message implements frameSink: it answers one whole message.
+func (c *conn) message(b []byte, binary bool) {
+	if binary {
+		c.shut(websocket.StatusPolicyViolation, "binary frames are not accepted", true)
+		return
+	}
+	// RFC 6455 8.1: a text frame that is not UTF-8 fails the connection
+	// with 1007. Decoding it anyway would turn the bad bytes into U+FFFD
+	// and store text the client never sent.
+	if !utf8.Valid(b) {
+		c.shut(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8", true)
+		return
+	}
+	// The request is answered on a goroutine of its own, and waited for:
+	// requests stay one at a time and in order, and the deep stack that
+	// decoding, the store and encoding need goes away with it instead of
+	// staying with the idle reader. b is in the reader's buffer, which is
+	// reused once this returns: the request gets a copy.
+	b = bytes.Clone(b)
+	done := make(chan struct{})
+	go func() { // ends when the request is answered
+		defer close(done)
+		defer c.survive()
+		c.handle(b)
+	}()
+	<-done
+}
+
+// peerClose answers the peer's close frame: the hub's own close frame goes
+// out (with the peer's code, unless the hub had begun closing), and the
+// socket is closed once both are through.
+func (c *conn) peerClose(ce websocket.CloseError) {
+	c.peerClosed.Store(true)
+	if c.closeSent.Load() {
+		c.raw.Close() // the handshake is complete
+		return
+	}
+	c.shut(ce.Code, "closed by client", false)
 }
 
 // survive keeps a bug in answering one request from taking the hub and
@@ -211,16 +266,7 @@ func (c *conn) finish(readErr error) {
 	c.h.cfg.Presence.Disconnect(c.id.Workspace, c.id.Agent)
 	c.h.obs.ConnClosed()
 
-	tooBig := errors.Is(readErr, websocket.ErrMessageTooBig)
 	c.mu.Lock()
-	var start bool
-	if tooBig {
-		// The library has sent 1009; the close handshake reads what is
-		// left of the frame, so the socket does not end with a reset that
-		// could lose the close frame.
-		c.h.obs.Rejected(RejectTooBig)
-		start = c.shutLocked(websocket.StatusMessageTooBig, "frame too big", false)
-	}
 	c.finished = true
 	c.q.drop()
 	if c.pinger != nil {
@@ -228,16 +274,19 @@ func (c *conn) finish(readErr error) {
 	}
 	code, reason := c.code, c.reason
 	c.mu.Unlock()
-	if start {
-		go c.writeLoop(nil) // ends after the close handshake
-	}
-	if !tooBig && websocket.CloseStatus(readErr) == -1 {
+	if websocket.CloseStatus(readErr) == -1 {
 		// The socket failed or was closed under the reader: whatever is
-		// still writing or pinging ends now.
+		// still writing or pinging ends now. After the peer's close frame,
+		// the writer sends the hub's and closes the socket.
 		c.raw.Close()
 	}
 	c.wg.Wait()
-	c.ws.CloseNow() // releases what the library still holds
+	c.raw.Close()
+	c.mu.Lock()
+	if c.closeWait != nil {
+		c.closeWait.Stop()
+	}
+	c.mu.Unlock()
 
 	if code == 0 {
 		code = websocket.CloseStatus(readErr)
@@ -264,8 +313,9 @@ func (c *conn) nextTick(now time.Time) time.Duration {
 }
 
 // tick runs on the timer's own goroutine: it closes a connection whose
-// token has expired or that has answered nothing for PongTimeout, else pings
-// it and re-arms the timer. It ends after one ping round trip at most.
+// token has expired or that has sent nothing for PongTimeout, else queues a
+// ping and re-arms the timer. The pong, like any frame, is noted by the
+// reader (heard).
 func (c *conn) tick() {
 	c.mu.Lock()
 	if c.finished || c.closing {
@@ -286,20 +336,12 @@ func (c *conn) tick() {
 		c.dead()
 		return
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	err := c.ws.Ping(ctx) // the pong itself is noted by OnPongReceived; a closed socket ends the wait
-	cancel()
+	c.enqueue(outMsg{frame: pingFrame, control: true})
 	c.mu.Lock()
-	over := c.finished || c.closing
-	if !over && (err == nil || time.Now().Before(c.heardAt().Add(c.h.cfg.PongTimeout))) {
-		c.pinger.Reset(c.nextTick(time.Now()))
-		c.mu.Unlock()
-		return
+	if !c.finished && !c.closing {
+		c.pinger.Reset(min(c.nextTick(now), deadline.Sub(now)))
 	}
 	c.mu.Unlock()
-	if !over {
-		c.dead()
-	}
 }
 
 // dead closes a connection that has answered nothing for PongTimeout. There
@@ -319,13 +361,33 @@ func (c *conn) dead() {
 	c.raw.Close()
 }
 
-// closeSocket sends the close frame and waits for the handshake; the
-// library bounds both (5 s each). Called by the writer, after the last
-// message it sends.
+// closeTimeout bounds each half of the close handshake: writing the hub's
+// close frame, and waiting for the peer's.
+const closeTimeout = 5 * time.Second
+
+// closeSocket sends the close frame; the socket is closed when the peer's
+// arrives (peerClose), or after closeTimeout without it. Called by the
+// writer, after the last message it sends. After the peer's close frame
+// the code is the peer's, echoed without a reason.
 func (c *conn) closeSocket(code websocket.StatusCode, reason string) {
-	if err := c.ws.Close(code, reason); err != nil {
-		c.h.log.Debug("close", "ws", c.id.Workspace, "agent", c.id.Agent, "code", int(code), "err", err)
+	if c.peerClosed.Load() {
+		reason = ""
 	}
+	err := c.raw.SetWriteDeadline(time.Now().Add(closeTimeout))
+	if err == nil {
+		// One Write call per frame: see frame.go.
+		_, err = c.raw.Write(closeFrame(code, reason))
+	}
+	c.closeSent.Store(true)
+	if err != nil || c.peerClosed.Load() {
+		c.raw.Close()
+		return
+	}
+	c.mu.Lock()
+	if !c.finished { // else finish closes the socket once the writer is done
+		c.closeWait = time.AfterFunc(closeTimeout, func() { c.raw.Close() })
+	}
+	c.mu.Unlock()
 }
 
 // hello sends the connection's first message: the workspace as of a

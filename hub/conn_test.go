@@ -186,6 +186,80 @@ func TestBinaryFrameCloses1008(t *testing.T) {
 	}
 }
 
+// TestProtocolErrorCloses1002: a frame that breaks RFC 6455 (here an
+// unknown opcode) fails the connection with 1002, and the frames after it
+// are not read.
+func TestProtocolErrorCloses1002(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+	ctx := context.Background()
+	if err := al.conn.Write(ctx, websocket.MessageType(3), []byte("?")); err != nil {
+		t.Fatal(err)
+	}
+	al.conn.Write(ctx, websocket.MessageText, []byte(`{"id":"after","op":"settings"}`))
+	if code := al.closed(5 * time.Second); code != websocket.StatusProtocolError {
+		t.Errorf("close: got %d, want 1002", code)
+	}
+	for _, m := range al.all() {
+		if m.Type == typeReply {
+			t.Errorf("the request after the bad frame was answered: %s", m.raw)
+		}
+	}
+	eventually(t, 6*time.Second, func() bool { return e.hub.Connections() == 0 }, "still registered")
+}
+
+// TestClientPingAndClose: the hub answers a client's pings with pongs, and
+// a client's close frame with a close frame of the same code; the client's
+// Close, which waits for that answer, completes.
+func TestClientPingAndClose(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 3 {
+		if err := al.conn.Ping(ctx); err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+	}
+	if err := al.conn.Close(4000, "tab closed"); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if code := al.closed(time.Second); code != 4000 {
+		t.Errorf("the hub's close frame: got code %d, want 4000 echoed", code)
+	}
+	eventually(t, 2*time.Second, func() bool { return e.hub.Connections() == 0 }, "still registered")
+}
+
+// TestClientFragmentedRequest: a request sent in several frames is one
+// request.
+func TestClientFragmentedRequest(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+	w, err := al.conn.Writer(context.Background(), websocket.MessageText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range []string{`{"id":"frag",`, `"op":`, `"settings"}`} {
+		if _, err := w.Write([]byte(part)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() bool {
+		for _, m := range al.all() {
+			if m.Type == typeReply && strings.Contains(string(m.raw), `"frag"`) {
+				return true
+			}
+		}
+		return false
+	}, "no reply to the fragmented request")
+}
+
 // The default request limits, as docs/protocol.md states them.
 const (
 	reqBurst     = 2 * DefaultRequestRate // per connection, at once

@@ -10,12 +10,9 @@ import "encoding/binary"
 // Going through the library would cost each recipient two lock round trips,
 // a copy into its write buffer and a flush.
 //
-// This is safe next to the library, which still writes the control frames
-// (pong, ping, close) on the same connection: every write here and every
-// flush of the library is a single Write call on the net.Conn, and the
-// runtime never interleaves two Write calls on one socket. The library's
-// frames are small enough to leave its buffer in one flush (connWriteBuffer
-// is 256 bytes; a control frame is at most 127).
+// Control frames (ping, pong, close) are written the same way, through
+// the same send queue (reader.go, conn.closeSocket): every frame is a
+// single Write call on the net.Conn, and one writer at a time writes.
 //
 // A server's frames are not masked (RFC 6455, section 5.1), so a frame is
 // only a header in front of the payload (section 5.2).

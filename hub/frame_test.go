@@ -34,6 +34,7 @@ func TestFramesReadByALibraryClient(t *testing.T) {
 			return
 		}
 		defer ws.CloseNow()
+		defer sb.conn.Close() // the library's Conn does not own it (libConn)
 		// The library reads (and answers pings) while frames go out.
 		ctx := ws.CloseRead(context.Background())
 		for round := range rounds {

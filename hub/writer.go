@@ -38,6 +38,9 @@ type outMsg struct {
 	// viewOnly marks a conversation event queued only because it matches
 	// the view being subscribed (see conn.subscribe).
 	viewOnly bool
+	// control marks a ping or pong: frame is the whole control frame, b is
+	// empty, and it is never packed with messages.
+	control bool
 }
 
 // sendQueue is a connection's outgoing messages, oldest first. Its methods
@@ -193,11 +196,14 @@ var framePool = sync.Pool{New: func() any { b := make([]byte, 0, maxFrameHeader+
 
 // pack makes a frame of the first messages of msgs, joined with '\n', of
 // at most limit payload bytes (one message at least), and reports how many
-// it took. A lone message that has a prepared frame (an event) is returned
+// it took. A control frame goes alone, as it is. A lone message that has a prepared frame (an event) is returned
 // as it is, without a copy; otherwise the frame is built in dst, unless a
 // lone message is too big for it and gets a buffer of its own.
 func pack(dst []byte, msgs []outMsg, limit int) ([]byte, int) {
-	if len(msgs) == 1 || len(msgs[0].b)+1+len(msgs[1].b) > limit {
+	if msgs[0].control {
+		return msgs[0].frame, 1
+	}
+	if len(msgs) == 1 || msgs[1].control || len(msgs[0].b)+1+len(msgs[1].b) > limit {
 		if msgs[0].frame != nil {
 			return msgs[0].frame, 1
 		}
@@ -208,7 +214,7 @@ func pack(dst []byte, msgs []outMsg, limit int) ([]byte, int) {
 	}
 	dst = append(dst[:maxFrameHeader], msgs[0].b...)
 	n := 1
-	for n < len(msgs) && len(dst)-maxFrameHeader+1+len(msgs[n].b) <= limit {
+	for n < len(msgs) && !msgs[n].control && len(dst)-maxFrameHeader+1+len(msgs[n].b) <= limit {
 		dst = append(dst, '\n')
 		dst = append(dst, msgs[n].b...)
 		n++
@@ -470,7 +476,7 @@ func (c *conn) writeFailed(err error) {
 // nextFrame makes the frame that starts msgs: a prepared event as it is,
 // else what pack builds in *buf (taken from framePool on first use).
 func nextFrame(buf **[]byte, msgs []outMsg) ([]byte, int) {
-	if len(msgs) == 1 && msgs[0].frame != nil {
+	if msgs[0].control || (len(msgs) == 1 && msgs[0].frame != nil) {
 		return msgs[0].frame, 1 // the common case: one event, prepared
 	}
 	if *buf == nil {
@@ -502,7 +508,9 @@ func (c *conn) writeBatchNow(msgs []outMsg) (done int, rest []byte, err error) {
 		if w == 0 {
 			return done, nil, nil
 		}
-		c.h.obs.Sent(n)
+		if !msgs[done].control {
+			c.h.obs.Sent(n)
+		}
 		done += n
 		if w < len(frame) {
 			return done, bytes.Clone(frame[w:]), nil
@@ -516,8 +524,8 @@ func (c *conn) writeBatchNow(msgs []outMsg) (done int, rest []byte, err error) {
 // between frames.
 //
 // The time limit is a deadline on the TCP connection, set once for the
-// batch and cleared after it (the library writes pongs and the close frame
-// on its own, and must not find an old deadline). A context with a timeout
+// batch and cleared after it (the next write may be an inline one, which
+// must not find an old deadline). A context with a timeout
 // per write would cost a timer, a context and an AfterFunc registration
 // for every frame sent, on the hottest path there is.
 func (c *conn) writeBatch(pending []byte, msgs []outMsg) error {
@@ -545,7 +553,9 @@ func (c *conn) writeBatch(pending []byte, msgs []outMsg) error {
 		if _, err := c.raw.Write(frame); err != nil {
 			return err
 		}
-		c.h.obs.Sent(n)
+		if !msgs[0].control {
+			c.h.obs.Sent(n)
+		}
 		msgs = msgs[n:]
 	}
 	return nil

@@ -4,13 +4,15 @@ package hub
 
 import (
 	"errors"
+	"io"
+	"os"
 	"syscall"
 )
 
 // tryWrite writes to a socket without ever waiting: what the kernel's send
 // buffer takes now is written, the rest is left to a writer goroutine. It
 // goes through syscall.RawConn.Write, which holds the socket's write lock,
-// so it never interleaves with the library's own writes either.
+// so it never interleaves with another write on the socket.
 type tryWrite struct {
 	b   []byte
 	n   int
@@ -48,4 +50,49 @@ func (c *conn) writeNow(b []byte) (int, error) {
 		return n, werr
 	}
 	return n, nil
+}
+
+// readSome waits until the socket has bytes to read and reads what is
+// there into a buffer from readPool, which the caller puts back. While it
+// waits it holds no buffer: RawConn.Read parks the goroutine on the
+// socket's readiness, and a buffer is taken only once a read can succeed.
+func (c *conn) readSome() (*[]byte, int, error) {
+	if c.rc == nil {
+		return c.readBlocking()
+	}
+	var (
+		buf  *[]byte
+		n    int
+		rerr error
+	)
+	err := c.rc.Read(func(fd uintptr) bool {
+		if buf == nil {
+			buf = readPool.Get().(*[]byte)
+		}
+		for {
+			n, rerr = syscall.Read(int(fd), *buf)
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			readPool.Put(buf)
+			buf = nil
+			return false // wait until the socket is readable
+		}
+		return true
+	})
+	if err == nil && rerr == nil && n == 0 {
+		err = io.EOF
+	}
+	if err == nil && rerr != nil {
+		err = os.NewSyscallError("read", rerr)
+	}
+	if err != nil {
+		if buf != nil {
+			readPool.Put(buf)
+		}
+		return nil, 0, err
+	}
+	return buf, n, nil
 }
