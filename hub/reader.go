@@ -17,7 +17,7 @@ import (
 // the reader's buffers and its state: about 7 KiB of every idle
 // connection's memory, counting the garbage collector's headroom. What an
 // idle connection keeps instead is one goroutine parked on the socket's
-// readiness with a minimal stack and no buffer (readable, in rawio_*.go);
+// readiness with a minimal stack and no buffer (readSome, in rawio_*.go);
 // a buffer comes from a pool when there are bytes to read.
 //
 // The rules a server must enforce on what it reads: every client frame is
@@ -303,14 +303,14 @@ func consume(st *readState, data []byte, limit int64, s frameSink) error {
 		}
 		// From here on, the state changes only once the frame is taken:
 		// skipped, or whole. An unfinished frame is parsed again.
-		if s.closingNow() {
-			// Nothing is read any more; only the close frame matters.
-			st.inMsg, st.msg = !h.fin, nil
-			st.skip, data = h.plen, data[h.hlen:]
-			continue
-		}
-		if int64(len(st.msg))+h.plen > limit {
-			s.tooBig()
+		closing := s.closingNow()
+		if closing || int64(len(st.msg))+h.plen > limit {
+			// Skipped unread: once the connection is closing nothing is
+			// read any more (only the close frame matters), and a message
+			// over the limit is never kept.
+			if !closing {
+				s.tooBig()
+			}
 			st.inMsg, st.msg = !h.fin, nil
 			st.skip, data = h.plen, data[h.hlen:]
 			continue
