@@ -443,7 +443,7 @@ func (c *conn) hello(since uint64, resume bool) error {
 			return err
 		}
 	}
-	wire, err := json.Marshal(&msg)
+	wire, err := appendHello(make([]byte, 0, 256+160*len(msg.Agents)), &msg)
 	if err != nil {
 		return err
 	}
@@ -630,7 +630,14 @@ func (c *conn) reply(id json.RawMessage, result any, rerr *replyError) {
 	if rerr == nil && result == nil {
 		msg.Result = emptyResult{}
 	}
-	b, err := json.Marshal(&msg)
+	var b []byte
+	var err error
+	if cr, ok := result.(convResult); ok && rerr == nil && plainID(id) {
+		// The answer to every conversation change: by hand.
+		b = appendConvReply(make([]byte, 0, 384), id, &cr)
+	} else {
+		b, err = json.Marshal(&msg)
+	}
 	if err != nil {
 		c.h.log.Error("encode reply", "ws", c.id.Workspace, "agent", c.id.Agent, "err", err)
 		b, _ = json.Marshal(&replyMsg{Type: typeReply, ID: id, Error: &replyError{Code: codeInternal, Message: "could not encode the result"}})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/presencehub/presencehub/queues"
@@ -43,6 +44,54 @@ type helloMsg struct {
 	Resync        bool                     `json:"resync"`
 	// Missed holds the events' wire bytes as the store encoded them.
 	Missed []json.RawMessage `json:"missed"`
+}
+
+// helloTail is the part of a hello that appendHello leaves to
+// encoding/json: small, and not worth writing by hand.
+type helloTail struct {
+	Notifications queues.NotificationGroup `json:"notifications"`
+	Channels      []string                 `json:"channels"`
+	Limits        limitsMsg                `json:"limits"`
+	Resumed       bool                     `json:"resumed"`
+	Resync        bool                     `json:"resync"`
+	Missed        []json.RawMessage        `json:"missed"`
+}
+
+// appendHello appends the bytes json.Marshal produces for m. The agents
+// (every one of the workspace, the bulk of a hello) and the settings are
+// written by the store's hand encoders: through reflection they were the
+// largest single cost of a connect.
+func appendHello(b []byte, m *helloMsg) ([]byte, error) {
+	b = append(b, `{"type":`...)
+	b = strconv.AppendQuote(b, m.Type)
+	b = append(b, `,"v":`...)
+	b = strconv.AppendInt(b, int64(m.V), 10)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, m.Seq, 10)
+	b = append(b, `,"me":`...)
+	b = queues.AppendAgentJSON(b, &m.Me)
+	b = append(b, `,"agents":`...)
+	if m.Agents == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range m.Agents {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = queues.AppendAgentJSON(b, &m.Agents[i])
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"settings":`...)
+	b = queues.AppendSettingsJSON(b, &m.Settings)
+	tail, err := json.Marshal(&helloTail{Notifications: m.Notifications, Channels: m.Channels, Limits: m.Limits,
+		Resumed: m.Resumed, Resync: m.Resync, Missed: m.Missed})
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, ',')
+	return append(b, tail[1:]...), nil
 }
 
 // limitsMsg tells a client the limits it must respect.
@@ -257,6 +306,30 @@ type subscribeResumed struct {
 type convResult struct {
 	Conv queues.Conversation `json:"conv"`
 	Seq  uint64              `json:"seq"`
+}
+
+// plainID reports whether a request id (a JSON string or number, as the
+// request had it) goes into a reply unchanged: encoding/json would rewrite
+// <, >, & and U+2028/U+2029 (whose UTF-8 starts with 0xE2) as escapes.
+func plainID(id json.RawMessage) bool {
+	for _, c := range id {
+		if c == '<' || c == '>' || c == '&' || c == 0xe2 {
+			return false
+		}
+	}
+	return len(id) > 0
+}
+
+// appendConvReply appends the bytes json.Marshal produces for a successful
+// reply carrying r, for an id that plainID accepts.
+func appendConvReply(b []byte, id json.RawMessage, r *convResult) []byte {
+	b = append(b, `{"type":"reply","id":`...)
+	b = append(b, id...)
+	b = append(b, `,"ok":true,"result":{"conv":`...)
+	b = queues.AppendConversationJSON(b, &r.Conv)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, r.Seq, 10)
+	return append(b, "}}"...)
 }
 
 type conversationResult struct {

@@ -1,9 +1,12 @@
 package hub
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/presencehub/presencehub/queues"
 )
@@ -67,6 +70,61 @@ func TestErrorFor(t *testing.T) {
 		if re.Code != tt.code || re.Field != tt.field || client != tt.client {
 			t.Errorf("%v: got %s field %q client %v, want %s field %q client %v",
 				tt.err, re.Code, re.Field, client, tt.code, tt.field, tt.client)
+		}
+	}
+}
+
+// The hand-written hello and conversation reply are the bytes
+// encoding/json produces, so the protocol cannot drift from the types.
+func TestHandEncodingMatchesEncodingJSON(t *testing.T) {
+	at := time.Date(2026, 3, 2, 9, 0, 0, 123400000, time.UTC)
+	odd := "a\"b\\c<d>e&f\x00\x1f é\u2028\xff end"
+	agents := []queues.Agent{
+		{ID: "alice", Name: odd, Role: queues.RoleAgent, Status: queues.StatusOffline, StatusReason: "logout",
+			StatusSince: at, ManualAway: true, OfflineSince: at, GraceDeadline: at},
+		{ID: "bob", Name: "Bob", Role: queues.RoleAdmin, Status: queues.StatusOnline, StatusSince: at},
+	}
+	set := queues.DefaultSettings()
+	set.AutoOwnership = map[string]bool{"email": true, odd: false}
+	hellos := []helloMsg{
+		{Type: typeHello, V: protocolVersion, Seq: 42, Me: agents[1], Agents: agents, Settings: set,
+			Notifications: queues.NotificationGroup{Total: 1,
+				ByWho: []queues.NotificationCount{{By: queues.Actor{ID: "bob", Name: odd, Role: queues.RoleAdmin}, Count: 1}},
+				Items: []queues.Notification{{Seq: 3, At: at, Agent: "alice", Conversation: "c1", Customer: odd}}},
+			Channels: []string{"chat", odd}, Limits: limitsMsg{MaxFrame: 65536, PageMax: 200},
+			Resumed: true, Missed: []json.RawMessage{json.RawMessage(`{"type":"event","seq":41}`)}},
+		{Type: typeHello, V: protocolVersion, Agents: []queues.Agent{}, Missed: []json.RawMessage{}},
+		{Type: typeHello},
+	}
+	for i, m := range hellos {
+		want, err := json.Marshal(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := appendHello(nil, &m)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("hello %d: %v\ngot  %s\nwant %s", i, err, got, want)
+		}
+	}
+
+	conv := queues.Conversation{ID: "c1", Channel: "chat", Customer: odd, Subject: odd, Queue: queues.QueueNew, Owner: "alice",
+		OwnerSince: at, Version: 7, CreatedAt: at, LastActivity: at, Preview: odd}
+	for _, id := range []string{`"r1"`, `17`, `-1.5e3`, `"é\u00e9\\n"`, `"<b>"`, `"&"`, "\"\u2028\""} {
+		for _, r := range []convResult{{Conv: conv, Seq: 9}, {}} {
+			want, err := json.Marshal(&replyMsg{Type: typeReply, ID: json.RawMessage(id), OK: true, Result: r})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !plainID(json.RawMessage(id)) {
+				if !bytes.Equal(want[:len(`{"type":"reply","id":`)+len(id)], append([]byte(`{"type":"reply","id":`), id...)) {
+					continue // rewritten by encoding/json, as plainID said
+				}
+				t.Errorf("id %s: plainID refused an id encoding/json keeps", id)
+				continue
+			}
+			if got := appendConvReply(nil, json.RawMessage(id), &r); !bytes.Equal(got, want) {
+				t.Errorf("reply id %s:\ngot  %s\nwant %s", id, got, want)
+			}
 		}
 	}
 }

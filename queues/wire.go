@@ -30,7 +30,7 @@ func appendEventWire(b []byte, ev *Event) []byte {
 	}
 	if ev.Conv != nil {
 		b = append(b, `,"conv":`...)
-		b = appendConversation(b, ev.Conv)
+		b = AppendConversationJSON(b, ev.Conv)
 	}
 	if ev.Prev != nil {
 		b = appendStrField(b, `,"prev":{"queue":`, string(ev.Prev.Queue))
@@ -51,11 +51,11 @@ func appendEventWire(b []byte, ev *Event) []byte {
 	}
 	if ev.Agent != nil {
 		b = append(b, `,"agent_record":`...)
-		b = appendAgent(b, ev.Agent)
+		b = AppendAgentJSON(b, ev.Agent)
 	}
 	if ev.Settings != nil {
 		b = append(b, `,"settings":`...)
-		b = appendSettings(b, ev.Settings)
+		b = AppendSettingsJSON(b, ev.Settings)
 	}
 	if n := ev.Notification; n != nil {
 		b = append(b, `,"notification":{"seq":`...)
@@ -90,7 +90,11 @@ func appendActor(b []byte, a Actor) []byte {
 	return append(b, '}')
 }
 
-func appendConversation(b []byte, c *Conversation) []byte {
+// AppendConversationJSON, AppendAgentJSON and AppendSettingsJSON append
+// the same bytes json.Marshal produces for the value. The hub builds its
+// hello and its replies from them: a hello carries every agent of the
+// workspace, and reflection was most of a connect's encoding cost.
+func AppendConversationJSON(b []byte, c *Conversation) []byte {
 	b = appendStrField(b, `{"id":`, c.ID)
 	b = appendStrField(b, `,"channel":`, c.Channel)
 	b = appendStrField(b, `,"customer":`, c.Customer)
@@ -117,7 +121,7 @@ func appendConversation(b []byte, c *Conversation) []byte {
 	return append(b, '}')
 }
 
-func appendAgent(b []byte, a *Agent) []byte {
+func AppendAgentJSON(b []byte, a *Agent) []byte {
 	b = appendStrField(b, `{"id":`, a.ID)
 	b = appendStrField(b, `,"name":`, a.Name)
 	b = appendStrField(b, `,"role":`, string(a.Role))
@@ -138,7 +142,7 @@ func appendAgent(b []byte, a *Agent) []byte {
 	return append(b, '}')
 }
 
-func appendSettings(b []byte, s *Settings) []byte {
+func AppendSettingsJSON(b []byte, s *Settings) []byte {
 	b = append(b, `{"remove_ownership":`...)
 	b = strconv.AppendBool(b, s.RemoveOwnership)
 	if !s.RemoveOwnershipSince.IsZero() {

@@ -49,6 +49,27 @@ func TestWireMatchesEncodingJSON(t *testing.T) {
 			t.Errorf("event %d:\ngot  %s\nwant %s", ev.Seq, got, want)
 		}
 	}
+
+	// The exported encoders the hub uses, on their own.
+	same := func(what string, v any, got []byte) {
+		t.Helper()
+		want, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s:\ngot  %s\nwant %s", what, got, want)
+		}
+	}
+	for _, c := range []Conversation{conv, {}, {ID: "c2", Queue: QueueNew, Version: 1, CreatedAt: at, LastActivity: at}} {
+		same("conversation "+c.ID, c, AppendConversationJSON(nil, &c))
+	}
+	for _, a := range []Agent{agent, {}, {ID: "a", Name: "A", Role: RoleAdmin, Status: StatusOnline, StatusSince: at}} {
+		same("agent "+a.ID, a, AppendAgentJSON(nil, &a))
+	}
+	for _, st := range []Settings{set, noMap, DefaultSettings(), {}} {
+		same("settings", st, AppendSettingsJSON(nil, &st))
+	}
 }
 
 func FuzzWireString(f *testing.F) {
