@@ -420,7 +420,12 @@ func (d *driver) change(ctx context.Context, c *convState, k int64) {
 		}
 		d.mu.Lock()
 		d.errs[code]++
+		first := d.errs[code] <= maxLoggedErrors
 		d.mu.Unlock()
+		if code == "transport" && first {
+			// No API answer: say what happened, the code alone cannot.
+			d.e.logf("change %s: %v", c.id, err)
+		}
 		return
 	}
 	if res.Conversation.Version != next {
@@ -432,6 +437,9 @@ func (d *driver) change(ctx context.Context, c *convState, k int64) {
 	d.acked.Add(1)
 	d.expected.Add(d.clientsPerWS[c.ws])
 }
+
+// maxLoggedErrors is how many failed changes of one kind a run logs.
+const maxLoggedErrors = 5
 
 // sustained makes rate*duration changes, change i at start + i/rate, on
 // workspace i mod W and its conversations in turn. Each conversation has a
