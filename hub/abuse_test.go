@@ -178,12 +178,7 @@ func (a *abuseEnv) apiCall(t *testing.T, method, path, tok, body string) abuseOu
 	out := abuseOutcome{status: res.StatusCode}
 	if res.StatusCode != http.StatusOK {
 		var e struct {
-			Error struct {
-				Code           string  `json:"code"`
-				Message        string  `json:"message"`
-				Field          string  `json:"field"`
-				CurrentVersion *uint64 `json:"current_version"`
-			} `json:"error"`
+			Error apiErrBody `json:"error"`
 		}
 		b, _ := io.ReadAll(res.Body)
 		if err := strict(bytes.TrimSpace(b), &e); err != nil || e.Error.Message == "" {

@@ -105,7 +105,7 @@ func (v *Verifier) Verify(token string) (Identity, error) {
 	}
 	v.mu.Lock()
 	if len(v.verified) >= verifiedCap {
-		for k := range v.verified { // a random one: map order is
+		for k := range v.verified { // the first in map order: any one
 			delete(v.verified, k)
 			break
 		}

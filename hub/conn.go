@@ -409,10 +409,12 @@ func (c *conn) closeSocket(code websocket.StatusCode, reason string) {
 func (c *conn) hello(since uint64, resume bool) error {
 	b, ws := c.h.cfg.Backend, c.id.Workspace
 	msg := helloMsg{
-		Type:   typeHello,
-		V:      protocolVersion,
-		Limits: limitsMsg{MaxFrame: c.h.cfg.MaxFrame, PageMax: pageMax},
-		Missed: []json.RawMessage{},
+		Type: typeHello,
+		V:    protocolVersion,
+		helloTail: helloTail{
+			Limits: limitsMsg{MaxFrame: c.h.cfg.MaxFrame, PageMax: pageMax},
+			Missed: []json.RawMessage{},
+		},
 	}
 	for try := 1; ; try++ {
 		var err error

@@ -533,12 +533,7 @@ func FuzzAPI(f *testing.F) {
 			t.Fatalf("%s: got status %d %s, want one of the documented", what, res.StatusCode, got)
 		}
 		var e struct {
-			Error struct {
-				Code           string  `json:"code"`
-				Message        string  `json:"message"`
-				Field          string  `json:"field"`
-				CurrentVersion *uint64 `json:"current_version"`
-			} `json:"error"`
+			Error apiErrBody `json:"error"`
 		}
 		if err := strict(got, &e); err != nil || e.Error.Message == "" || !slices.Contains(codes, e.Error.Code) {
 			t.Fatalf("%s: got %d %s, want an error object with a message and a code of %v (%v)", what, res.StatusCode, got, codes, err)

@@ -31,12 +31,19 @@ const (
 // helloMsg is the hub's first message on every connection: the workspace's
 // state as of Seq.
 type helloMsg struct {
-	Type          string                   `json:"type"`
-	V             int                      `json:"v"`
-	Seq           uint64                   `json:"seq"`
-	Me            queues.Agent             `json:"me"`
-	Agents        []queues.Agent           `json:"agents"`
-	Settings      queues.Settings          `json:"settings"`
+	Type     string          `json:"type"`
+	V        int             `json:"v"`
+	Seq      uint64          `json:"seq"`
+	Me       queues.Agent    `json:"me"`
+	Agents   []queues.Agent  `json:"agents"`
+	Settings queues.Settings `json:"settings"`
+	helloTail
+}
+
+// helloTail is the part of a hello that appendHello leaves to
+// encoding/json: small, and not worth writing by hand. Embedded untagged,
+// its fields encode as helloMsg's own.
+type helloTail struct {
 	Notifications queues.NotificationGroup `json:"notifications"`
 	Channels      []string                 `json:"channels"`
 	Limits        limitsMsg                `json:"limits"`
@@ -44,17 +51,6 @@ type helloMsg struct {
 	Resync        bool                     `json:"resync"`
 	// Missed holds the events' wire bytes as the store encoded them.
 	Missed []json.RawMessage `json:"missed"`
-}
-
-// helloTail is the part of a hello that appendHello leaves to
-// encoding/json: small, and not worth writing by hand.
-type helloTail struct {
-	Notifications queues.NotificationGroup `json:"notifications"`
-	Channels      []string                 `json:"channels"`
-	Limits        limitsMsg                `json:"limits"`
-	Resumed       bool                     `json:"resumed"`
-	Resync        bool                     `json:"resync"`
-	Missed        []json.RawMessage        `json:"missed"`
 }
 
 // appendHello appends the bytes json.Marshal produces for m. The agents
@@ -85,8 +81,7 @@ func appendHello(b []byte, m *helloMsg) ([]byte, error) {
 	}
 	b = append(b, `,"settings":`...)
 	b = queues.AppendSettingsJSON(b, &m.Settings)
-	tail, err := json.Marshal(&helloTail{Notifications: m.Notifications, Channels: m.Channels, Limits: m.Limits,
-		Resumed: m.Resumed, Resync: m.Resync, Missed: m.Missed})
+	tail, err := json.Marshal(&m.helloTail)
 	if err != nil {
 		return nil, err
 	}

@@ -75,14 +75,7 @@ func FuzzDecodeRecord(f *testing.F) {
 				t.Fatalf("workspace round trip: got %+v %v, want %+v", again, err, r)
 			}
 		case fuzzAgent:
-			a, err := decodeAgent(b)
-			if err != nil {
-				wantCorrupt(t, err)
-				return
-			}
-			if again, err := decodeAgent(encodeAgent(&a)); err != nil || again != a {
-				t.Fatalf("agent round trip: got %+v %v, want %+v", again, err, a)
-			}
+			roundTrip(t, "agent", b, decodeAgent, encodeAgent)
 		case fuzzConv:
 			var c convRec
 			if err := decodeConv(b, &c); err != nil {
@@ -94,14 +87,7 @@ func FuzzDecodeRecord(f *testing.F) {
 				t.Fatalf("conversation round trip: got %+v %v, want %+v", again, err, c)
 			}
 		case fuzzAudit:
-			a, err := decodeAudit(b)
-			if err != nil {
-				wantCorrupt(t, err)
-				return
-			}
-			if again, err := decodeAudit(encodeAudit(&a)); err != nil || again != a {
-				t.Fatalf("audit round trip: got %+v %v, want %+v", again, err, a)
-			}
+			roundTrip(t, "audit", b, decodeAudit, encodeAudit)
 		case fuzzMessage:
 			m, ord, err := decodeMessage(b)
 			if err != nil {
@@ -112,23 +98,9 @@ func FuzzDecodeRecord(f *testing.F) {
 				t.Fatalf("message round trip: got %+v %d %v, want %+v %d", again, ord2, err, m, ord)
 			}
 		case fuzzNotification:
-			n, err := decodeNotification(b)
-			if err != nil {
-				wantCorrupt(t, err)
-				return
-			}
-			if again, err := decodeNotification(encodeNotification(&n)); err != nil || again != n {
-				t.Fatalf("notification round trip: got %+v %v, want %+v", again, err, n)
-			}
+			roundTrip(t, "notification", b, decodeNotification, encodeNotification)
 		case fuzzAdminLog:
-			l, err := decodeAdminLog(b)
-			if err != nil {
-				wantCorrupt(t, err)
-				return
-			}
-			if again, err := decodeAdminLog(encodeAdminLog(&l)); err != nil || again != l {
-				t.Fatalf("admin log round trip: got %+v %v, want %+v", again, err, l)
-			}
+			roundTrip(t, "admin log", b, decodeAdminLog, encodeAdminLog)
 		case fuzzCursor:
 			// A cursor comes from a client, as a string.
 			e, err := decodeCursor(string(b))
@@ -430,4 +402,18 @@ func FuzzBoomerangSurvivesRestart(f *testing.F) {
 			t.Fatalf("boomerang accepted for %v has its timer stored for %v", res.Conv.Boomerang, deadline)
 		}
 	})
+}
+
+// roundTrip decodes b: a record that does not decode must be refused as
+// corrupt, and one that does must encode back to itself.
+func roundTrip[T comparable](t *testing.T, what string, b []byte, decode func([]byte) (T, error), encode func(*T) []byte) {
+	t.Helper()
+	v, err := decode(b)
+	if err != nil {
+		wantCorrupt(t, err)
+		return
+	}
+	if again, err := decode(encode(&v)); err != nil || again != v {
+		t.Fatalf("%s round trip: got %+v %v, want %+v", what, again, err, v)
+	}
 }
