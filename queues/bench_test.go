@@ -210,3 +210,39 @@ func writeConvs(b *testing.B, dir string, n int) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkReconcile10k: one reconciliation pass over 1,000 workspaces of
+// 10 online agents each, with nothing to do. full is the pass on the
+// committer (every change waits behind it); scan is the read-locked pass
+// that Run makes instead, which finds nothing and so never asks the
+// committer.
+func BenchmarkReconcile10k(b *testing.B) {
+	s := openDurable(b)
+	ctx := context.Background()
+	for w := range 1000 {
+		for a := range 10 {
+			name := fmt.Sprintf("w%d", w)
+			id := fmt.Sprintf("a%d", a)
+			if _, err := s.EnsureAgent(ctx, name, Agent{ID: id, Name: id, Role: RoleAgent}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.ApplyPresence(ctx, name, PresenceUpdate{Agent: id, Status: StatusOnline, Reason: "connect"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("full", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := do(s, ctx, func(b *batch) (int, error) { return b.reconcile(nil), nil }); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("scan", func(b *testing.B) {
+		for b.Loop() {
+			if only := s.reconcileCandidates(); only != nil {
+				b.Fatalf("candidates %v, want none", only)
+			}
+		}
+	})
+}

@@ -18,11 +18,25 @@ func (f *fixture) fire() int {
 	return n
 }
 
+// reconcile runs one reconciliation as Run does (the scan outside the
+// committer, then the committer on what it found), and checks that a full
+// pass over every agent afterwards finds nothing the scan missed.
 func (f *fixture) reconcile() int {
 	f.t.Helper()
-	n, err := do(f.s, f.ctx, func(b *batch) (int, error) { return b.reconcile(), nil })
+	n := 0
+	if only := f.s.reconcileCandidates(); only != nil {
+		var err error
+		n, err = do(f.s, f.ctx, func(b *batch) (int, error) { return b.reconcile(only), nil })
+		if err != nil {
+			f.t.Fatalf("reconcile: %v", err)
+		}
+	}
+	missed, err := do(f.s, f.ctx, func(b *batch) (int, error) { return b.reconcile(nil), nil })
 	if err != nil {
-		f.t.Fatalf("reconcile: %v", err)
+		f.t.Fatalf("full reconcile: %v", err)
+	}
+	if missed != 0 {
+		f.t.Errorf("the candidate scan missed %d changes a full reconciliation made", missed)
 	}
 	return n
 }

@@ -183,7 +183,7 @@ func TestRandomOperationsSurviveRestart(t *testing.T) {
 					s.ApplyPresence(ctx, ws, PresenceUpdate{Agent: agents[1+rng.IntN(3)].ID, Status: st, Reason: "test", GraceDeadline: grace})
 				case 8:
 					clk.Advance(time.Duration(rng.IntN(120)) * time.Second)
-					do(s, ctx, func(b *batch) (int, error) { return b.fireDue() + b.reconcile(), nil })
+					do(s, ctx, func(b *batch) (int, error) { return b.fireDue() + b.reconcile(nil), nil })
 				}
 				if i%50 == 0 {
 					s.MarkNotificationsRead(ctx, ws, agents[rng.IntN(len(agents))].ID, 0)

@@ -3,6 +3,7 @@ package queues
 import (
 	"container/heap"
 	"context"
+	"maps"
 	"math"
 	"slices"
 	"time"
@@ -93,7 +94,11 @@ func (s *Store) Run(ctx context.Context) error {
 				}
 			}
 		case <-reconcile.C:
-			if _, err := do(s, ctx, func(b *batch) (int, error) { return b.reconcile(), nil }); err != nil {
+			only := s.reconcileCandidates()
+			if only == nil {
+				break
+			}
+			if _, err := do(s, ctx, func(b *batch) (int, error) { return b.reconcile(only), nil }); err != nil {
 				s.log.Warn("reconciliation", "err", err)
 			}
 		}
@@ -165,12 +170,24 @@ func (t *wsTx) forceOffline(a *Agent, now time.Time) bool {
 // GraceSlack ago and who are still not offline are made offline; (b) offline
 // agents who went offline while Remove Ownership was on and still own new
 // conversations they owned then lose them (reason logout).
-func (b *batch) reconcile() int {
+//
+// With only nil it checks every agent. Run passes what reconcileCandidates
+// found instead: the pass over every agent then happens outside the
+// committer, under read locks, and the committer, which every change waits
+// behind, only rechecks the few agents it named (usually none, and then Run
+// does not ask it at all). A candidate is rechecked here against the
+// batch's state, so one that changed since the scan is left alone.
+func (b *batch) reconcile(only map[string][]string) int {
 	s := b.s
 	now := s.now()
-	names := make([]string, 0, len(s.wss))
-	for name := range s.wss {
-		names = append(names, name)
+	var names []string
+	if only == nil {
+		names = make([]string, 0, len(s.wss))
+		for name := range s.wss {
+			names = append(names, name)
+		}
+	} else {
+		names = slices.Collect(maps.Keys(only))
 	}
 	slices.Sort(names)
 	n := 0
@@ -179,18 +196,23 @@ func (b *batch) reconcile() int {
 		if err != nil {
 			continue
 		}
-		ids := t.agentIDs()
+		ids := only[name]
+		if only == nil {
+			ids = t.agentIDs()
+		}
 		slices.Sort(ids)
 		for _, id := range ids {
-			a, _ := t.agent(id)
-			if !a.GraceDeadline.IsZero() && a.Status != StatusOffline && now.Sub(a.GraceDeadline) > s.opts.GraceSlack {
+			a, ok := t.agent(id)
+			if !ok {
+				continue
+			}
+			if graceOverdue(a, now, s.opts.GraceSlack) {
 				if t.forceOffline(a, now) {
 					n++
 				}
 				continue
 			}
-			set := &t.rec.Settings
-			if a.Status != StatusOffline || !set.RemoveOwnership || a.OfflineSince.Before(set.RemoveOwnershipSince) {
+			if !sweepDue(a, &t.rec.Settings) {
 				continue
 			}
 			env := t.env()
@@ -203,4 +225,56 @@ func (b *batch) reconcile() int {
 		}
 	}
 	return n
+}
+
+// graceOverdue: a's stored grace ran out more than slack ago, and a is still
+// not offline (the presence timer that should have ended it was lost).
+func graceOverdue(a *Agent, now time.Time, slack time.Duration) bool {
+	return !a.GraceDeadline.IsZero() && a.Status != StatusOffline && now.Sub(a.GraceDeadline) > slack
+}
+
+// sweepDue: a went offline while Remove Ownership was on, so the new
+// conversations a owned then are reconcile's to unown.
+func sweepDue(a *Agent, set *Settings) bool {
+	return a.Status == StatusOffline && set.RemoveOwnership && !a.OfflineSince.Before(set.RemoveOwnershipSince)
+}
+
+// reconcileCandidates finds, in the installed state, the agents reconcile
+// would act on, per workspace; nil when there are none. It takes each
+// workspace's read lock in turn and never the committer, so a pass over
+// every agent of a large hub delays no change.
+func (s *Store) reconcileCandidates() map[string][]string {
+	now := s.now()
+	s.mu.RLock()
+	wss := slices.Collect(maps.Values(s.wss))
+	s.mu.RUnlock()
+	var out map[string][]string
+	for _, w := range wss {
+		w.mu.RLock()
+		for id, a := range w.agents {
+			if !graceOverdue(a, now, s.opts.GraceSlack) && !(sweepDue(a, &w.rec.Settings) && w.ownsSweepable(a)) {
+				continue
+			}
+			if out == nil {
+				out = map[string][]string{}
+			}
+			out[w.name] = append(out[w.name], id)
+		}
+		w.mu.RUnlock()
+	}
+	return out
+}
+
+// ownsSweepable reports whether a still owns a new conversation that
+// reconcile would unown. Called with w.mu held.
+func (w *workspace) ownsSweepable(a *Agent) bool {
+	found := false
+	w.queues[0].byOwner[a.ID].walk(nil, func(e ientry) bool {
+		if c := w.convs[e.id]; c != nil && sweptByReconcile(c, a) {
+			found = true
+			return false
+		}
+		return true
+	})
+	return found
 }
