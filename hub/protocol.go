@@ -191,15 +191,18 @@ func decodeRequest(b []byte) (*request, json.RawMessage, *replyError) {
 		return nil, nullID, badRequest("not a JSON object")
 	}
 	var req request
-	err := json.Unmarshal(b, &req)
-	id := usableID(req.ID)
-	if err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return nil, id, badRequest("%s: wrong type: %s, want %s", te.Field, te.Value, jsonKind(te.Type.Kind().String()))
+	if !decodeFlat(b, &req) {
+		req = request{}
+		err := json.Unmarshal(b, &req)
+		if err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				return nil, usableID(req.ID), badRequest("%s: wrong type: %s, want %s", te.Field, te.Value, jsonKind(te.Type.Kind().String()))
+			}
+			return nil, nullID, badRequest("not JSON")
 		}
-		return nil, nullID, badRequest("not JSON")
 	}
+	id := usableID(req.ID)
 	if len(req.ID) == 0 || bytes.Equal(req.ID, nullID) {
 		return nil, nullID, badRequest("missing id")
 	}
