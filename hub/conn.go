@@ -546,9 +546,7 @@ func (c *conn) handle(frame []byte) {
 		c.reply(id, nil, &replyError{Code: codeForbidden, Message: req.Op + " is for admins"})
 		return
 	}
-	ctx, cancel := context.WithTimeout(c.h.lifetime, reqTimeout)
-	result, err := op.fn(c, ctx, req)
-	cancel()
+	result, err := op.fn(c, c.h.deadlines.get(now), req)
 	if err != nil {
 		re, clientFault := errorFor(err)
 		if !clientFault {
@@ -569,6 +567,37 @@ func (c *conn) handle(frame []byte) {
 	if op.after != nil {
 		op.after(c, req)
 	}
+}
+
+// requestDeadlines hands out the contexts that bound requests' store calls
+// (reqTimeout). Requests that start within the same deadlineStep share one
+// context, which ends between reqTimeout and reqTimeout+deadlineStep after
+// each of them started. That is one timer a second for the whole hub, where
+// a context.WithTimeout per request cost a timer set and stopped, and 4 %
+// of the bytes a durable run allocated.
+type requestDeadlines struct {
+	parent context.Context
+
+	mu       sync.Mutex
+	ctx      context.Context    // guarded by mu
+	deadline time.Time          // guarded by mu: ctx's
+	cancel   context.CancelFunc // guarded by mu: ctx's; ctx ends by itself at its deadline
+}
+
+// deadlineStep is how long one request context is handed out.
+const deadlineStep = time.Second
+
+// get returns a context that ends no sooner than reqTimeout after now.
+func (d *requestDeadlines) get(now time.Time) context.Context {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ctx == nil || d.deadline.Sub(now) < reqTimeout {
+		// The context being replaced is not cancelled: requests that
+		// took it are still running. It ends at its deadline.
+		d.deadline = now.Add(reqTimeout + deadlineStep)
+		d.ctx, d.cancel = context.WithDeadline(d.parent, d.deadline)
+	}
+	return d.ctx
 }
 
 // allow takes one token from the connection's request bucket: it holds

@@ -549,3 +549,40 @@ func TestStalledReaderGetsEverythingWhenItReadsAgain(t *testing.T) {
 		t.Errorf("got %d slow consumers, want 0", n)
 	}
 }
+
+// TestRequestDeadlinesAreSharedAndBounded: requests starting within a
+// step share one context, and every request gets at least reqTimeout and
+// at most reqTimeout+deadlineStep; the contexts end with the hub.
+func TestRequestDeadlinesAreSharedAndBounded(t *testing.T) {
+	parent, stop := context.WithCancel(context.Background())
+	d := requestDeadlines{parent: parent}
+	t0 := time.Now()
+	first := d.get(t0)
+	if d.get(t0.Add(deadlineStep/2)) != first {
+		t.Error("two requests half a step apart got different contexts")
+	}
+	var got []context.Context
+	for i := range 40 {
+		now := t0.Add(time.Duration(i) * deadlineStep / 7)
+		ctx := d.get(now)
+		dl, ok := ctx.Deadline()
+		if left := dl.Sub(now); !ok || left < reqTimeout || left > reqTimeout+deadlineStep {
+			t.Fatalf("request at +%v: %v left, want %v to %v", now.Sub(t0), left, reqTimeout, reqTimeout+deadlineStep)
+		}
+		if len(got) == 0 || got[len(got)-1] != ctx {
+			got = append(got, ctx)
+		}
+	}
+	// 40 requests over 40/7 steps: one context per step or so, not one each.
+	if len(got) > 8 {
+		t.Errorf("%d contexts for 40 requests over %v, want one per step", len(got), 40*deadlineStep/7)
+	}
+	stop()
+	for _, ctx := range got {
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+			t.Fatal("a request context outlived the hub")
+		}
+	}
+}

@@ -92,6 +92,9 @@ type Hub struct {
 	// Shutdown cancels it when the sockets did not close in time.
 	lifetime context.Context
 	stop     context.CancelFunc
+	// deadlines bounds requests' store calls; its contexts descend from
+	// lifetime.
+	deadlines requestDeadlines
 
 	reg registry
 	// agentLimits is the request budget each agent shares across all of
@@ -145,6 +148,7 @@ func New(cfg Config) *Hub {
 		obs:         obs,
 		lifetime:    ctx,
 		stop:        stop,
+		deadlines:   requestDeadlines{parent: ctx},
 		reg:         newRegistry(),
 		agentLimits: agentLimiter(cfg.RequestRate),
 		drained:     make(chan struct{}),
