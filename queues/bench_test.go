@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sync/errgroup"
 )
 
 // openDurable opens a store on a temp dir with fsync on every commit, as
@@ -219,17 +220,26 @@ func writeConvs(b *testing.B, dir string, n int) {
 func BenchmarkReconcile10k(b *testing.B) {
 	s := openDurable(b)
 	ctx := context.Background()
+	// Seed from 50 writers at once, so the commits share their fsyncs.
+	var g errgroup.Group
+	g.SetLimit(50)
 	for w := range 1000 {
-		for a := range 10 {
-			name := fmt.Sprintf("w%d", w)
-			id := fmt.Sprintf("a%d", a)
-			if _, err := s.EnsureAgent(ctx, name, Agent{ID: id, Name: id, Role: RoleAgent}); err != nil {
-				b.Fatal(err)
+		name := fmt.Sprintf("w%d", w)
+		g.Go(func() error {
+			for a := range 10 {
+				id := fmt.Sprintf("a%d", a)
+				if _, err := s.EnsureAgent(ctx, name, Agent{ID: id, Name: id, Role: RoleAgent}); err != nil {
+					return err
+				}
+				if _, err := s.ApplyPresence(ctx, name, PresenceUpdate{Agent: id, Status: StatusOnline, Reason: "connect"}); err != nil {
+					return err
+				}
 			}
-			if _, err := s.ApplyPresence(ctx, name, PresenceUpdate{Agent: id, Status: StatusOnline, Reason: "connect"}); err != nil {
-				b.Fatal(err)
-			}
-		}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
 	}
 	b.Run("full", func(b *testing.B) {
 		for b.Loop() {
