@@ -546,7 +546,9 @@ func (c *conn) handle(frame []byte) {
 		c.reply(id, nil, &replyError{Code: codeForbidden, Message: req.Op + " is for admins"})
 		return
 	}
-	result, err := op.fn(c, c.h.deadlines.get(now), req)
+	// The bound starts now, not when the frame arrived: reporting activity
+	// above may have waited on a busy presence tracker.
+	result, err := op.fn(c, c.h.deadlines.get(time.Now()), req)
 	if err != nil {
 		re, clientFault := errorFor(err)
 		if !clientFault {
