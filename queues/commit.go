@@ -317,6 +317,10 @@ func (s *Store) keepOps(b *batch) {
 	clear(b.ops) // drop the keys and values for the collector
 	if cap(b.ops) <= maxKeptOps {
 		s.opsBuf = b.ops[:0]
+	} else {
+		// The batch outgrew the kept slice into one too big to keep; what
+		// it appended to the kept one before that must go too.
+		clear(s.opsBuf[:cap(s.opsBuf)])
 	}
 	b.ops = nil
 }

@@ -347,6 +347,50 @@ func TestReconciliationForcesLostGrace(t *testing.T) {
 	}
 }
 
+// An offline agent who still owns new conversations they owned before
+// going offline (a sweep that never ran: the store never makes this state
+// itself, so the test writes it) has them unowned by reconciliation; a
+// conversation assigned to them after they went offline is not touched,
+// and does not even make them a candidate.
+func TestReconciliationRedoesALostSweep(t *testing.T) {
+	f := newFixture(t)
+	f.removeOwnership(true)
+	f.online(alice, bob)
+	f.inbound("c1")
+	f.inbound("c2")
+	f.assign(alice, "c1", "alice")
+	f.clk.Advance(time.Minute)
+	// alice goes offline without the sweep.
+	if _, err := do(f.s, f.ctx, func(b *batch) (int, error) {
+		t, err := b.ws(ws, false)
+		if err != nil {
+			return 0, err
+		}
+		a, _ := t.agent("alice")
+		next := *a
+		next.Status, next.OfflineSince = StatusOffline, f.clk.Now()
+		t.putAgent(a, &next)
+		return 0, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	f.clk.Advance(time.Second)
+	f.assign(bob, "c2", "alice") // assigned while offline: rule 5
+
+	only := f.s.reconcileCandidates()
+	if len(only) != 1 || !slices.Equal(only[ws], []string{"alice"}) {
+		t.Fatalf("candidates %v, want alice in %s", only, ws)
+	}
+	if n := f.reconcile(); n != 1 {
+		t.Fatalf("reconciled %d, want 1 (c1 unowned)", n)
+	}
+	f.wantOwner("c1", "")
+	f.wantOwner("c2", "alice")
+	if only := f.s.reconcileCandidates(); only != nil {
+		t.Errorf("after the sweep: candidates %v, want none", only)
+	}
+}
+
 // A grace deadline fires by itself GraceSlack after the deadline.
 func TestGraceTimerFires(t *testing.T) {
 	f := newFixture(t)
@@ -559,5 +603,43 @@ func TestCancelledCallerChangesNothing(t *testing.T) {
 	f.wantOwner("c1", "")
 	if c := f.conv("c1"); c.Version != v {
 		t.Errorf("version moved to %d", c.Version)
+	}
+}
+
+// The committer keeps its op slice between batches, but nothing the ops
+// pointed to: after a batch the kept slice holds no key or value, also
+// when a batch outgrew it into one too big to keep.
+func TestCommitterKeepsNoKeysBetweenBatches(t *testing.T) {
+	f := newFixture(t)
+	f.online(alice)
+	f.inbound("c1") // small batches: their slice is kept
+	big := func(b *batch) (int, error) {
+		for i := range maxKeptOps + 1 {
+			b.set(fmt.Appendf(nil, "z/test/%d", i), []byte("v"))
+		}
+		return 0, nil
+	}
+	if _, err := do(f.s, f.ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	// Look from the committer, the slice's only user.
+	var kept, held int
+	if _, err := do(f.s, f.ctx, func(b *batch) (int, error) {
+		all := f.s.opsBuf[:cap(f.s.opsBuf)]
+		kept = cap(all)
+		for _, o := range all {
+			if o.k != nil || o.v != nil {
+				held++
+			}
+		}
+		return 0, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if kept == 0 || kept > maxKeptOps {
+		t.Errorf("kept a slice of %d ops, want 1 to %d", kept, maxKeptOps)
+	}
+	if held != 0 {
+		t.Errorf("the kept slice still points to %d keys or values", held)
 	}
 }
