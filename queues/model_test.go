@@ -183,7 +183,11 @@ func TestRandomOperationsSurviveRestart(t *testing.T) {
 					s.ApplyPresence(ctx, ws, PresenceUpdate{Agent: agents[1+rng.IntN(3)].ID, Status: st, Reason: "test", GraceDeadline: grace})
 				case 8:
 					clk.Advance(time.Duration(rng.IntN(120)) * time.Second)
-					do(s, ctx, func(b *batch) (int, error) { return b.fireDue() + b.reconcile(nil), nil })
+					do(s, ctx, func(b *batch) (int, error) { return b.fireDue(), nil })
+					// Reconcile as Run does: the scan, then the committer.
+					if only := s.reconcileCandidates(); only != nil {
+						do(s, ctx, func(b *batch) (int, error) { return b.reconcile(only), nil })
+					}
 				}
 				if i%50 == 0 {
 					s.MarkNotificationsRead(ctx, ws, agents[rng.IntN(len(agents))].ID, 0)

@@ -240,9 +240,10 @@ func sweepDue(a *Agent, set *Settings) bool {
 }
 
 // reconcileCandidates finds, in the installed state, the agents reconcile
-// would act on, per workspace; nil when there are none. It takes each
-// workspace's read lock in turn and never the committer, so a pass over
-// every agent of a large hub delays no change.
+// would act on, per workspace; nil when there are none. It never holds the
+// committer, and holds each workspace's read lock only while it scans that
+// workspace: installing a commit to it waits at most that long (about 30 ns
+// an agent), and no other commit waits at all.
 func (s *Store) reconcileCandidates() map[string][]string {
 	now := s.now()
 	s.mu.RLock()
