@@ -256,3 +256,26 @@ func BenchmarkReconcile10k(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAgents100: the roster of a workspace of 100 agents, sorted by
+// name, as every hello reads it.
+func BenchmarkAgents100(b *testing.B) {
+	s, err := Open(Options{InMemory: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	for i := range 100 {
+		id := fmt.Sprintf("a%d", (i*37)%100) // not in name order
+		if _, err := s.EnsureAgent(ctx, ws, Agent{ID: id, Name: "Agent " + id, Role: RoleAgent}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if a, err := s.Agents(ws); err != nil || len(a) != 100 {
+			b.Fatal(len(a), err)
+		}
+	}
+}
