@@ -61,8 +61,11 @@ type Verifier struct {
 	verified map[string]Identity
 }
 
-// verifiedCap bounds the remembered tokens (a few hundred bytes each).
-const verifiedCap = 8192
+// verifiedCap bounds the remembered tokens (a few hundred bytes each, so
+// about 13 MB at most): enough for every console of a hub of 15,000 or
+// more agents to come back after a network blip without its token being
+// verified again.
+const verifiedCap = 32768
 
 // leeway is the clock skew allowed on a token's times.
 const leeway = 5 * time.Second
