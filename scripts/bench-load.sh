@@ -20,7 +20,7 @@ run() {
 	echo "== hubload $*"
 	"$BIN/hubload" "$@" -url "http://$ADDR" -secret "$SECRET" -pid "$PID" -timeout 2m
 }
-run idle -n 2000
+run idle -n 2000 -reconnect
 run fanout -n 1000 -burst -bursts 10 -spacing 300ms
 run fanout -n 1000 -rate 20 -duration 5s
 run groups -n 1000 -W 100 -rate 200 -duration 5s

@@ -34,10 +34,9 @@ func runIdle(ctx context.Context, e *env) (*report, error) {
 	e.logf("server before: rss %.1f MiB, %d goroutines", mib(before.RSS), before.Goroutines)
 	cpu0 := selfCPU()
 
+	who := func(i int) (int, string) { return i / per, agentName(i%per, cfg.agents) }
 	var received, lastAt atomic.Int64
-	f, err := e.connectFleet(ctx, cfg.n, func(i int) (int, string) {
-		return i / per, agentName(i%per, cfg.agents)
-	}, true, func(_ int, _ *message, at time.Duration) {
+	f, err := e.connectFleet(ctx, cfg.n, who, true, func(_ int, _ *message, at time.Duration) {
 		received.Add(1)
 		atomicMax(&lastAt, int64(at))
 	})
@@ -96,7 +95,75 @@ func runIdle(ctx context.Context, e *env) (*report, error) {
 	if n := f.badFrames.Load(); n > 0 {
 		rep.problem("%d frames could not be parsed", n)
 	}
+	if cfg.reconnect {
+		f2, err := reconnectAll(ctx, e, f, who, before.Conns, rep)
+		if f2 != nil {
+			defer f2.close()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	return rep, nil
+}
+
+// reconnectAll drops every connection of f at once, as a network blip or
+// a restarted proxy in front of the hub does, waits until the hub has seen
+// them all go (its connection count back to base), then connects the same
+// agents again and subscribes them. That storm is the one a helpdesk
+// meets in practice: every console at once, every agent known. All are
+// back well inside the offline grace (60 s on a new workspace), so no
+// presence changes and, by the rules, no agent sees anything
+// (messages_while_reconnecting must be 0). It returns the new fleet.
+func reconnectAll(ctx context.Context, e *env, f *fleet, who func(int) (int, string), base int64, rep *report) (*fleet, error) {
+	cfg := e.cfg
+	dropped := time.Now()
+	f.close()
+	gone := false
+	for time.Since(dropped) < 30*time.Second {
+		if s := e.probe.sample(ctx); s.Conns >= 0 && s.Conns <= base {
+			gone = true
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if !gone {
+		rep.problem("the hub still counted the dropped connections after 30 s (base %d)", base)
+	}
+	e.logf("dropped %d connections, hub saw them go in %v; reconnecting", cfg.n, time.Since(dropped).Round(time.Millisecond))
+
+	s0, cpu0 := e.probe.sample(ctx), selfCPU()
+	var received atomic.Int64
+	f2, err := e.connectFleet(ctx, cfg.n, who, true, func(int, *message, time.Duration) { received.Add(1) })
+	if err != nil {
+		return nil, fmt.Errorf("reconnect: %w", err)
+	}
+	back := time.Since(dropped)
+	e.logf("reconnected %d in %v", cfg.n, f2.elapsed.Round(time.Millisecond))
+	// Anything the hub wrongly sends about the reconnects arrives soon.
+	quiet(ctx, received.Load, time.Second, 10*time.Second)
+	s1 := e.probe.sample(ctx)
+
+	rep.Results.add("reconnect_s", round2(f2.elapsed.Seconds()))
+	rep.Results.add("reconnects_per_s", rate(float64(cfg.n), f2.elapsed.Seconds()))
+	rep.Results.add("reconnect_latency", f2.connect.summary())
+	rep.Results.add("reconnect_subscribe_latency", f2.subscribe.summary())
+	rep.Results.add("reconnect_retries", f2.retries.Load())
+	rep.Results.add("reconnect_server_cpu_s", round2(s1.CPU-s0.CPU))
+	rep.Results.add("reconnect_client_cpu_s", round2(selfCPU()-cpu0))
+	rep.Results.add("back_after_drop_s", round2(back.Seconds()))
+	rep.Results.add("messages_while_reconnecting", received.Load())
+	if n := received.Load(); n > 0 {
+		rep.problem("%d messages reached agents while they reconnected inside the grace; a reconnect inside the grace must be invisible", n)
+	}
+	if back > 50*time.Second {
+		rep.problem("the last agent was back %v after the drop: near or past the 60 s grace", back.Round(time.Second))
+	}
+	return f2, nil
 }
 
 // agentName is the agent id of connection i. With distinct > 0, connections

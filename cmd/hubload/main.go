@@ -78,6 +78,7 @@ type config struct {
 	clients      int           // durable: concurrent clients
 	clientRate   float64       // durable: requests per second per client, 0 = unpaced
 	grace        int           // churn: offline grace to set, seconds
+	reconnect    bool          // idle: drop every connection, then reconnect them all
 	inside       float64       // churn: share of reconnects inside the grace
 	perIP        int           // connections per source address
 	srcIPs       int           // source addresses to rotate over
@@ -136,12 +137,13 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.Float64Var(&c.clientRate, "client-rate", 45, "durable: most requests per second per client; the hub refuses more than 50/s per connection unless run with -ws-rate (0: unpaced)")
 	fs.IntVar(&c.grace, "grace", 2, "churn: offline grace to set on the workspace, seconds (the hub allows 0 to 90)")
 	fs.Float64Var(&c.inside, "inside", 0.5, "churn: share of reconnects inside the grace (0 to 1)")
+	fs.BoolVar(&c.reconnect, "reconnect", false, "idle: after the hold, drop every connection at once and reconnect them all inside the offline grace (a network blip); reconnect rate and that nobody saw it")
 	fs.IntVar(&c.perIP, "per-ip", 5000, "connections per source address before moving to the next")
 	fs.IntVar(&c.srcIPs, "src-ips", 250, "source addresses to rotate over, from 127.0.0.2; each run starts at a random one")
 	fs.DurationVar(&c.setupTimeout, "setup-timeout", 60*time.Second, "bound of one connect or setup request")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the tool's own CPU profile (pprof) to this file")
 	// Let "-burst 1" work as the brief writes it, besides "-burst".
-	args = normalizeBoolArgs(args[1:], "burst")
+	args = normalizeBoolArgs(args[1:], "burst", "reconnect")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -256,7 +258,7 @@ type env struct {
 	cfg    *config
 	base   *url.URL
 	wsURL  *url.URL
-	mint   minter
+	mint   *minter
 	api    *apiClient
 	wsHTTP *http.Client
 	probe  *serverProbe
@@ -333,7 +335,7 @@ func newEnv(cfg *config, log io.Writer) (*env, error) {
 		cfg:   cfg,
 		base:  base,
 		wsURL: wsURL,
-		mint:  minter{secret: []byte(cfg.secret)},
+		mint:  newMinter(cfg.secret),
 		epoch: time.Now(),
 		log:   log,
 	}

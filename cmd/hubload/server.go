@@ -27,6 +27,7 @@ type serverSample struct {
 	CPU        float64 `json:"cpu_seconds"` // user + system since the server started
 	Heap       int64   `json:"heap_inuse_bytes"`
 	Stacks     int64   `json:"stack_inuse_bytes"`
+	Conns      int64   `json:"connections"` // presencehub_connections
 	at         time.Time
 }
 
@@ -41,7 +42,7 @@ type serverProbe struct {
 }
 
 func (p *serverProbe) sample(ctx context.Context) serverSample {
-	s := serverSample{RSS: -1, Goroutines: -1, CPU: -1, Heap: -1, Stacks: -1, at: time.Now()}
+	s := serverSample{RSS: -1, Goroutines: -1, CPU: -1, Heap: -1, Stacks: -1, Conns: -1, at: time.Now()}
 	m := p.scrape(ctx)
 	if v, ok := m["go_goroutines"]; ok {
 		s.Goroutines = int64(v)
@@ -51,6 +52,9 @@ func (p *serverProbe) sample(ctx context.Context) serverSample {
 	}
 	if v, ok := m["go_memstats_stack_inuse_bytes"]; ok {
 		s.Stacks = int64(v)
+	}
+	if v, ok := m["presencehub_connections"]; ok {
+		s.Conns = int64(v)
 	}
 	if p.pid > 0 {
 		if rss, err := procRSS(p.pid); err == nil {

@@ -52,7 +52,7 @@ func testEnv(t *testing.T, base string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{cfg: cfg, base: b, wsURL: ws, mint: minter{secret: []byte(cfg.secret)},
+	return &env{cfg: cfg, base: b, wsURL: ws, mint: newMinter(cfg.secret),
 		wsHTTP: newWSClient(newSrcPool(1, 2)), epoch: time.Now(), log: io.Discard}
 }
 
