@@ -3,8 +3,6 @@ package hub
 import (
 	"math"
 	"unicode/utf8"
-
-	"github.com/presencehub/presencehub/queues"
 )
 
 // decodeFlat is decodeRequest's fast path. It fills req from b when b is a
@@ -42,52 +40,34 @@ func decodeFlat(b []byte, req *request) bool {
 		if i >= len(b) {
 			return false
 		}
-		switch string(key) {
-		case "id":
-			if b[i] == '"' {
-				_, j, ok = flatString(b, i)
-			} else {
-				_, j, ok = flatUint(b, i, math.MaxUint64)
+		if p := req.stringField(key); p != nil {
+			*p, j, ok = flatStringValue(b, i)
+		} else {
+			switch string(key) {
+			case "id":
+				if b[i] == '"' {
+					_, j, ok = flatString(b, i)
+				} else {
+					_, j, ok = flatUint(b, i, math.MaxUint64)
+				}
+				if ok {
+					req.ID = b[i:j]
+				}
+			case "limit":
+				var n uint64
+				n, j, ok = flatUint(b, i, math.MaxInt)
+				req.Limit = int(n)
+			case "version":
+				req.Version, j, ok = flatUint(b, i, math.MaxUint64)
+			case "up_to":
+				req.UpTo, j, ok = flatUint(b, i, math.MaxUint64)
+			case "since":
+				var n uint64
+				n, j, ok = flatUint(b, i, math.MaxUint64)
+				req.Since = &n
+			default:
+				return false
 			}
-			if ok {
-				req.ID = b[i:j]
-			}
-		case "op":
-			req.Op, j, ok = flatStringValue(b, i)
-		case "view":
-			req.View, j, ok = flatStringValue(b, i)
-		case "queue":
-			var s string
-			s, j, ok = flatStringValue(b, i)
-			req.Queue = queues.Queue(s)
-		case "cursor":
-			req.Cursor, j, ok = flatStringValue(b, i)
-		case "conv":
-			req.Conv, j, ok = flatStringValue(b, i)
-		case "agent":
-			req.Agent, j, ok = flatStringValue(b, i)
-		case "text":
-			req.Text, j, ok = flatStringValue(b, i)
-		case "message_id":
-			req.MessageID, j, ok = flatStringValue(b, i)
-		case "preset":
-			req.Preset, j, ok = flatStringValue(b, i)
-		case "status":
-			req.Status, j, ok = flatStringValue(b, i)
-		case "limit":
-			var n uint64
-			n, j, ok = flatUint(b, i, math.MaxInt)
-			req.Limit = int(n)
-		case "version":
-			req.Version, j, ok = flatUint(b, i, math.MaxUint64)
-		case "up_to":
-			req.UpTo, j, ok = flatUint(b, i, math.MaxUint64)
-		case "since":
-			var n uint64
-			n, j, ok = flatUint(b, i, math.MaxUint64)
-			req.Since = &n
-		default:
-			return false
 		}
 		if !ok {
 			return false
@@ -105,6 +85,34 @@ func decodeFlat(b []byte, req *request) bool {
 			return false
 		}
 	}
+}
+
+// stringField is the member of req that a JSON key names when it is one
+// of the plain string members, else nil.
+func (req *request) stringField(key []byte) *string {
+	switch string(key) {
+	case "op":
+		return &req.Op
+	case "view":
+		return &req.View
+	case "queue":
+		return (*string)(&req.Queue)
+	case "cursor":
+		return &req.Cursor
+	case "conv":
+		return &req.Conv
+	case "agent":
+		return &req.Agent
+	case "text":
+		return &req.Text
+	case "message_id":
+		return &req.MessageID
+	case "preset":
+		return &req.Preset
+	case "status":
+		return &req.Status
+	}
+	return nil
 }
 
 // skipSpace returns the index of the first byte at or after i that is not
