@@ -320,3 +320,26 @@ func dialRaw(addr, tok string) (net.Conn, *bufio.Reader, error) {
 	}
 	return s, br, nil
 }
+
+// BenchmarkAppendHello100: encoding the hello of a workspace of 100
+// online agents, which every connect does.
+func BenchmarkAppendHello100(b *testing.B) {
+	now := time.Now()
+	m := helloMsg{Type: typeHello, V: 1, Seq: 12345}
+	for i := range 100 {
+		id := fmt.Sprintf("a%d", i)
+		m.Agents = append(m.Agents, queues.Agent{ID: id, Name: id, Role: queues.RoleAgent, Status: queues.StatusOnline,
+			StatusReason: "connected", StatusSince: now, GraceDeadline: now.Add(time.Minute)})
+	}
+	m.Me = m.Agents[0]
+	m.Settings = queues.DefaultSettings()
+	m.Notifications.ByWho, m.Notifications.Items = []queues.NotificationCount{}, []queues.Notification{}
+	m.Missed = nil
+	b.ReportAllocs()
+	for b.Loop() {
+		w, err := appendHello(nil, &m)
+		if err != nil || len(w) == 0 {
+			b.Fatal(err)
+		}
+	}
+}

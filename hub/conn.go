@@ -445,7 +445,7 @@ func (c *conn) hello(since uint64, resume bool) error {
 			return err
 		}
 	}
-	wire, err := appendHello(make([]byte, 0, 256+160*len(msg.Agents)), &msg)
+	wire, err := appendHello(nil, &msg)
 	if err != nil {
 		return err
 	}
