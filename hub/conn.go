@@ -581,9 +581,11 @@ type requestDeadlines struct {
 	parent context.Context
 
 	mu       sync.Mutex
-	ctx      context.Context    // guarded by mu
-	deadline time.Time          // guarded by mu: ctx's
-	cancel   context.CancelFunc // guarded by mu: ctx's; ctx ends by itself at its deadline
+	ctx      context.Context // guarded by mu
+	deadline time.Time       // guarded by mu: ctx's
+	// cancel is ctx's, held only so it is not discarded (go vet's
+	// lostcancel): ctx ends by itself at its deadline, or with parent.
+	cancel context.CancelFunc // guarded by mu
 }
 
 // deadlineStep is how long one request context is handed out.
