@@ -22,6 +22,9 @@ type Backend interface {
 
 	Settings(ws string) (queues.Settings, error)
 	Agents(ws string) ([]queues.Agent, error)
+	// AppendAgentsJSON appends the JSON array json.Marshal writes for what
+	// Agents returns.
+	AppendAgentsJSON(dst []byte, ws string) ([]byte, error)
 	Agent(ws, id string) (queues.Agent, error)
 	Conversation(ws, id string) (queues.Conversation, error)
 	History(ws, conv string) ([]queues.AuditEntry, error)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -322,16 +323,23 @@ func dialRaw(addr, tok string) (net.Conn, *bufio.Reader, error) {
 }
 
 // BenchmarkAppendHello100: encoding the hello of a workspace of 100
-// online agents, which every connect does.
+// online agents, which every connect does. The roster comes encoded from
+// the store (queues' BenchmarkAppendAgentsJSON100).
 func BenchmarkAppendHello100(b *testing.B) {
 	now := time.Now()
 	m := helloMsg{Type: typeHello, V: 1, Seq: 12345}
+	var agents []queues.Agent
 	for i := range 100 {
 		id := fmt.Sprintf("a%d", i)
-		m.Agents = append(m.Agents, queues.Agent{ID: id, Name: id, Role: queues.RoleAgent, Status: queues.StatusOnline,
+		agents = append(agents, queues.Agent{ID: id, Name: id, Role: queues.RoleAgent, Status: queues.StatusOnline,
 			StatusReason: "connected", StatusSince: now, GraceDeadline: now.Add(time.Minute)})
 	}
-	m.Me = m.Agents[0]
+	roster, err := json.Marshal(agents)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.Agents = roster
+	m.Me = agents[0]
 	m.Settings = queues.DefaultSettings()
 	m.Notifications.ByWho, m.Notifications.Items = []queues.NotificationCount{}, []queues.Notification{}
 	m.Missed = nil

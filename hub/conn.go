@@ -416,13 +416,21 @@ func (c *conn) hello(since uint64, resume bool) error {
 			Missed: []json.RawMessage{},
 		},
 	}
+	// The roster is read into a scratch buffer, and copied into the hello
+	// once the rest of it is known.
+	roster := rosterPool.Get().(*[]byte)
+	defer func() {
+		if cap(*roster) <= maxPooledRoster {
+			rosterPool.Put(roster)
+		}
+	}()
 	for try := 1; ; try++ {
 		var err error
 		msg.Seq = b.Head(ws)
 		if msg.Me, err = b.Agent(ws, c.id.Agent); err != nil {
 			return err
 		}
-		if msg.Agents, err = b.Agents(ws); err != nil {
+		if *roster, err = b.AppendAgentsJSON((*roster)[:0], ws); err != nil {
 			return err
 		}
 		if msg.Settings, err = b.Settings(ws); err != nil {
@@ -435,7 +443,7 @@ func (c *conn) hello(since uint64, resume bool) error {
 			break
 		}
 	}
-	msg.Agents = nonNil(msg.Agents)
+	msg.Agents = *roster
 	msg.Notifications.ByWho = nonNil(msg.Notifications.ByWho)
 	msg.Notifications.Items = nonNil(msg.Notifications.Items)
 	msg.Channels = c.h.channels(ws, msg.Settings)
@@ -466,6 +474,13 @@ func (c *conn) hello(since uint64, resume bool) error {
 	}
 	return nil
 }
+
+// rosterPool holds hello's scratch buffers for the roster. One larger
+// than maxPooledRoster (a workspace of thousands of agents) is left to the
+// collector rather than kept.
+var rosterPool = sync.Pool{New: func() any { return new([]byte) }}
+
+const maxPooledRoster = 256 << 10
 
 // missed fills hello's resume fields: every presence, settings and agent
 // event after since up to hello.seq, and the notifications of this agent.

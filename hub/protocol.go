@@ -36,9 +36,12 @@ type helloMsg struct {
 	V        int             `json:"v"`
 	Seq      uint64          `json:"seq"`
 	Me       queues.Agent    `json:"me"`
-	Agents   []queues.Agent  `json:"agents"`
 	Settings queues.Settings `json:"settings"`
 	helloTail
+	// Agents is every agent of the workspace as the store keeps them
+	// encoded (Backend.AppendAgentsJSON): the bulk of a hello, copied, not
+	// encoded, on every connect.
+	Agents json.RawMessage `json:"agents"`
 }
 
 // helloTail is the part of a hello that appendHello leaves to
@@ -55,18 +58,18 @@ type helloTail struct {
 }
 
 // appendHello appends the bytes json.Marshal produces for m. The agents
-// (every one of the workspace, the bulk of a hello) and the settings are
-// written by the store's hand encoders: through reflection they were the
-// largest single cost of a connect.
+// (every one of the workspace, the bulk of a hello) come encoded from the
+// store, and me and the settings are written by the store's hand
+// encoders: through reflection they were the largest single cost of a
+// connect.
 func appendHello(b []byte, m *helloMsg) ([]byte, error) {
 	tail, err := json.Marshal(&m.helloTail)
 	if err != nil {
 		return nil, err
 	}
-	// An agent is 130 to 240 bytes of JSON. Room for the long ones up
-	// front: growing the buffer while the roster is written allocated and
-	// copied it again, more than doubling what a hello cost the collector.
-	b = slices.Grow(b, 256+256*(len(m.Agents)+1)+len(tail))
+	// Room for me and the settings up front: growing the buffer while it is
+	// written allocated and copied the roster again.
+	b = slices.Grow(b, 1024+len(m.Agents)+len(tail))
 	b = append(b, `{"type":`...)
 	b = strconv.AppendQuote(b, m.Type)
 	b = append(b, `,"v":`...)
@@ -75,23 +78,17 @@ func appendHello(b []byte, m *helloMsg) ([]byte, error) {
 	b = strconv.AppendUint(b, m.Seq, 10)
 	b = append(b, `,"me":`...)
 	b = queues.AppendAgentJSON(b, &m.Me)
+	b = append(b, `,"settings":`...)
+	b = queues.AppendSettingsJSON(b, &m.Settings)
+	b = append(b, ',')
+	b = append(b, tail[1:len(tail)-1]...)
 	b = append(b, `,"agents":`...)
 	if m.Agents == nil {
 		b = append(b, "null"...)
 	} else {
-		b = append(b, '[')
-		for i := range m.Agents {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = queues.AppendAgentJSON(b, &m.Agents[i])
-		}
-		b = append(b, ']')
+		b = append(b, m.Agents...)
 	}
-	b = append(b, `,"settings":`...)
-	b = queues.AppendSettingsJSON(b, &m.Settings)
-	b = append(b, ',')
-	return append(b, tail[1:]...), nil
+	return append(b, '}'), nil
 }
 
 // limitsMsg tells a client the limits it must respect.

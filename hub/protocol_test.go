@@ -86,14 +86,18 @@ func TestHandEncodingMatchesEncodingJSON(t *testing.T) {
 	}
 	set := queues.DefaultSettings()
 	set.AutoOwnership = map[string]bool{"email": true, odd: false}
+	roster, err := json.Marshal(agents)
+	if err != nil {
+		t.Fatal(err)
+	}
 	hellos := []helloMsg{
-		{Type: typeHello, V: protocolVersion, Seq: 42, Me: agents[1], Agents: agents, Settings: set, helloTail: helloTail{
+		{Type: typeHello, V: protocolVersion, Seq: 42, Me: agents[1], Agents: roster, Settings: set, helloTail: helloTail{
 			Notifications: queues.NotificationGroup{Total: 1,
 				ByWho: []queues.NotificationCount{{By: queues.Actor{ID: "bob", Name: odd, Role: queues.RoleAdmin}, Count: 1}},
 				Items: []queues.Notification{{Seq: 3, At: at, Agent: "alice", Conversation: "c1", Customer: odd}}},
 			Channels: []string{"chat", odd}, Limits: limitsMsg{MaxFrame: 65536, PageMax: 200},
 			Resumed: true, Missed: []json.RawMessage{json.RawMessage(`{"type":"event","seq":41}`)}}},
-		{Type: typeHello, V: protocolVersion, Agents: []queues.Agent{}, helloTail: helloTail{Missed: []json.RawMessage{}}},
+		{Type: typeHello, V: protocolVersion, Agents: json.RawMessage("[]"), helloTail: helloTail{Missed: []json.RawMessage{}}},
 		{Type: typeHello},
 	}
 	for i, m := range hellos {

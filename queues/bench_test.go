@@ -258,7 +258,8 @@ func BenchmarkReconcile10k(b *testing.B) {
 }
 
 // BenchmarkAgents100: the roster of a workspace of 100 agents, sorted by
-// name, as every hello reads it.
+// name: as records (Agents), and as the JSON every hello copies
+// (AppendAgentsJSON).
 func BenchmarkAgents100(b *testing.B) {
 	s, err := Open(Options{InMemory: true})
 	if err != nil {
@@ -272,10 +273,21 @@ func BenchmarkAgents100(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if a, err := s.Agents(ws); err != nil || len(a) != 100 {
-			b.Fatal(len(a), err)
+	b.Run("records", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if a, err := s.Agents(ws); err != nil || len(a) != 100 {
+				b.Fatal(len(a), err)
+			}
 		}
-	}
+	})
+	b.Run("json", func(b *testing.B) {
+		b.ReportAllocs()
+		var buf []byte
+		for b.Loop() {
+			if buf, err = s.AppendAgentsJSON(buf[:0], ws); err != nil || len(buf) < 100*64 {
+				b.Fatal(len(buf), err)
+			}
+		}
+	})
 }

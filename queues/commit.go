@@ -577,6 +577,14 @@ func (s *Store) install(b *batch) {
 		if w == nil {
 			w = newWorkspace(t.name, t.rec)
 		}
+		// Agents are encoded for the roster before the lock is taken.
+		var roster []rosterEntry
+		if len(t.agents) > 0 {
+			roster = make([]rosterEntry, 0, len(t.agents))
+			for _, a := range t.agents {
+				roster = append(roster, rosterEntry{a: a, json: AppendAgentJSON(nil, a)})
+			}
+		}
 		w.mu.Lock()
 		w.rec = t.rec
 		for id, c := range t.convs {
@@ -586,8 +594,10 @@ func (s *Store) install(b *batch) {
 			w.queues[queueIdx(c.Queue)].add(c)
 			w.convs[id] = c
 		}
-		for id, a := range t.agents {
-			w.agents[id] = a
+		for _, e := range roster {
+			old := w.agents[e.a.ID]
+			w.agents[e.a.ID] = e.a
+			w.putRoster(old, e)
 		}
 		for _, n := range t.notifAdd {
 			w.unread[n.Agent] = append(w.unread[n.Agent], n)

@@ -45,6 +45,9 @@ func (s *Store) load() error {
 		}); err != nil {
 			return err
 		}
+		for _, w := range s.wss {
+			w.buildRoster()
+		}
 		if err := s.loadConvs(txn); err != nil {
 			return err
 		}

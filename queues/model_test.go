@@ -2,6 +2,7 @@ package queues
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -30,6 +31,7 @@ func takeSnapshot(t *testing.T, s *Store) snapshot {
 		t.Fatal(err)
 	}
 	sn.Agents, _ = s.Agents(ws)
+	checkRoster(t, s, ws, sn.Agents)
 	w, _ := s.workspace(ws)
 	w.mu.RLock()
 	for _, c := range w.convs {
@@ -65,6 +67,41 @@ func takeSnapshot(t *testing.T, s *Store) snapshot {
 	}
 	sn.Head = s.Head(ws)
 	return sn
+}
+
+// checkRoster compares the maintained roster with a brute-force one:
+// Agents must be every agent sorted by name then id, and AppendAgentsJSON
+// exactly what json.Marshal writes for them.
+func checkRoster(t *testing.T, s *Store, ws string, agents []Agent) {
+	t.Helper()
+	w, _ := s.workspace(ws)
+	w.mu.RLock()
+	var want []Agent
+	for _, a := range w.agents {
+		want = append(want, *a)
+	}
+	length := w.rosterLen
+	w.mu.RUnlock()
+	slices.SortFunc(want, func(a, b Agent) int {
+		if c := cmpStr(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return cmpStr(a.ID, b.ID)
+	})
+	if !reflect.DeepEqual(agents, want) {
+		t.Errorf("Agents:\n got %+v\nwant %+v", agents, want)
+	}
+	got, err := s.AppendAgentsJSON([]byte("x"), ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantJSON, _ := json.Marshal(want)
+	if string(got) != "x"+string(wantJSON) {
+		t.Errorf("AppendAgentsJSON:\n got %s\nwant x%s", got, wantJSON)
+	}
+	if n := len(wantJSON) - 2 - max(len(want)-1, 0); length != n {
+		t.Errorf("rosterLen %d, want %d", length, n)
+	}
 }
 
 func cmpStr(a, b string) int {
@@ -160,7 +197,7 @@ func TestRandomOperationsSurviveRestart(t *testing.T) {
 			for i := range 300 {
 				conv := fmt.Sprintf("c%d", rng.IntN(40))
 				by := agents[rng.IntN(len(agents))]
-				switch rng.IntN(9) {
+				switch rng.IntN(10) {
 				case 0, 1:
 					s.Inbound(ctx, ws, Inbound{Conversation: conv, MessageID: fmt.Sprintf("w%d-%d", w, i),
 						Channel: []string{"chat", "email"}[rng.IntN(2)], Customer: "x", Text: "hi"})
@@ -181,6 +218,12 @@ func TestRandomOperationsSurviveRestart(t *testing.T) {
 						grace = clk.Now().Add(30 * time.Second)
 					}
 					s.ApplyPresence(ctx, ws, PresenceUpdate{Agent: agents[1+rng.IntN(3)].ID, Status: st, Reason: "test", GraceDeadline: grace})
+				case 9:
+					// A rename moves the agent in the roster; names collide
+					// so that the id decides the order.
+					a := agents[1+rng.IntN(3)]
+					s.EnsureAgent(ctx, ws, Agent{ID: a.ID, Role: a.Role,
+						Name: []string{a.Name, "Zed", "Ann", "Sam"}[rng.IntN(4)]})
 				case 8:
 					clk.Advance(time.Duration(rng.IntN(120)) * time.Second)
 					do(s, ctx, func(b *batch) (int, error) { return b.fireDue(), nil })

@@ -111,6 +111,60 @@ type workspace struct {
 	convs  map[string]*convRec
 	queues [3]*queueIndex
 	unread map[string][]Notification // per agent, oldest first
+
+	// roster is every agent in hello order (name, then id), each with its
+	// JSON as AppendAgentJSON writes it: a hello copies the bytes instead
+	// of copying, sorting and encoding a hundred records on every connect.
+	// rosterLen is the sum of the encodings' lengths.
+	roster    []rosterEntry
+	rosterLen int
+}
+
+// rosterEntry is one agent of a workspace's roster: the installed record
+// and its JSON.
+type rosterEntry struct {
+	a    *Agent
+	json []byte
+}
+
+// cmpRoster orders the roster by name, then id.
+func cmpRoster(e rosterEntry, a *Agent) int {
+	if c := strings.Compare(e.a.Name, a.Name); c != 0 {
+		return c
+	}
+	return strings.Compare(e.a.ID, a.ID)
+}
+
+// putRoster replaces old (nil for a new agent) with e in the roster,
+// keeping its order. The caller holds mu.
+func (w *workspace) putRoster(old *Agent, e rosterEntry) {
+	if old != nil {
+		i, found := slices.BinarySearchFunc(w.roster, old, cmpRoster)
+		if found && old.Name == e.a.Name {
+			w.rosterLen += len(e.json) - len(w.roster[i].json)
+			w.roster[i] = e
+			return
+		}
+		if found { // renamed: it moves
+			w.rosterLen -= len(w.roster[i].json)
+			w.roster = slices.Delete(w.roster, i, i+1)
+		}
+	}
+	i, _ := slices.BinarySearchFunc(w.roster, e.a, cmpRoster)
+	w.roster = slices.Insert(w.roster, i, e)
+	w.rosterLen += len(e.json)
+}
+
+// buildRoster makes the roster from the agents, after a load.
+func (w *workspace) buildRoster() {
+	w.roster = make([]rosterEntry, 0, len(w.agents))
+	w.rosterLen = 0
+	for _, a := range w.agents {
+		e := rosterEntry{a: a, json: AppendAgentJSON(nil, a)}
+		w.roster = append(w.roster, e)
+		w.rosterLen += len(e.json)
+	}
+	slices.SortFunc(w.roster, func(x, y rosterEntry) int { return cmpRoster(x, y.a) })
 }
 
 func newWorkspace(name string, rec wsRecord) *workspace {
@@ -347,35 +401,37 @@ func (s *Store) Agents(ws string) ([]Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Sort pointers, then copy the records in order: an Agent is 160
-	// bytes, and sorting the records themselves moved them around so much
-	// that it was most of a hello's cost in a reconnect storm. The records
-	// are never changed in place, so they can be read after the unlock.
-	p := agentPtrs.Get().(*[]*Agent)
 	w.mu.RLock()
-	ptrs := (*p)[:0]
-	for _, a := range w.agents {
-		ptrs = append(ptrs, a)
+	defer w.mu.RUnlock()
+	out := make([]Agent, len(w.roster))
+	for i, e := range w.roster {
+		out[i] = *e.a
 	}
-	w.mu.RUnlock()
-	slices.SortFunc(ptrs, func(a, b *Agent) int {
-		if c := strings.Compare(a.Name, b.Name); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	out := make([]Agent, len(ptrs))
-	for i, a := range ptrs {
-		out[i] = *a
-	}
-	clear(ptrs)
-	*p = ptrs[:0]
-	agentPtrs.Put(p)
 	return out, nil
 }
 
-// agentPtrs holds Agents' scratch slices of pointers.
-var agentPtrs = sync.Pool{New: func() any { return new([]*Agent) }}
+// AppendAgentsJSON appends the workspace's agents as a JSON array, sorted
+// by name (then id): the bytes json.Marshal writes for what Agents
+// returns. dst grows once, with a little room to spare for what the
+// caller closes the document with. Each agent is encoded when it changes,
+// not here, so this is a copy.
+func (s *Store) AppendAgentsJSON(dst []byte, ws string) ([]byte, error) {
+	w, err := s.workspace(ws)
+	if err != nil {
+		return dst, err
+	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	dst = slices.Grow(dst, w.rosterLen+len(w.roster)+16)
+	dst = append(dst, '[')
+	for i, e := range w.roster {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, e.json...)
+	}
+	return append(dst, ']'), nil
+}
 
 // Agent returns one agent.
 func (s *Store) Agent(ws, id string) (Agent, error) {
