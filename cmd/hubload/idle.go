@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime/pprof"
 	"sync/atomic"
 	"time"
 )
@@ -138,7 +139,13 @@ func reconnectAll(ctx context.Context, e *env, f *fleet, who func(int) (int, str
 
 	s0, cpu0 := e.probe.sample(ctx), selfCPU()
 	var received atomic.Int64
-	f2, err := e.connectFleet(ctx, cfg.n, who, true, func(int, *message, time.Duration) { received.Add(1) })
+	var f2 *fleet
+	var err error
+	// The label lets -cpuprofile tell the storm from the first connects:
+	// go tool pprof -tagfocus=phase=reconnect.
+	pprof.Do(ctx, pprof.Labels("phase", "reconnect"), func(ctx context.Context) {
+		f2, err = e.connectFleet(ctx, cfg.n, who, true, func(int, *message, time.Duration) { received.Add(1) })
+	})
 	if err != nil {
 		return nil, fmt.Errorf("reconnect: %w", err)
 	}
