@@ -145,17 +145,14 @@ func (l *loopbackDialer) DialContext(ctx context.Context, network, addr string) 
 	return c, nil
 }
 
-// newWSClient is the HTTP client of WebSocket handshakes: its connections
-// are hijacked by the upgrade, so it keeps no idle ones, and each dial takes
-// the next source address.
+// newWSClient is the HTTP client of WebSocket handshakes: each dial takes
+// the next source address, and the upgrade takes the connection (see
+// upgrader). TCP keepalive is off: the sockets live on loopback, and the
+// hub's pings keep them in check.
 func newWSClient(src *srcPool) *http.Client {
-	d := &loopbackDialer{src: src, d: net.Dialer{Timeout: 10 * time.Second, Control: bindNoPort}}
+	d := &loopbackDialer{src: src, d: net.Dialer{Timeout: 10 * time.Second, KeepAlive: -1, Control: bindNoPort}}
 	return &http.Client{
-		Transport: &http.Transport{
-			DialContext:         d.DialContext,
-			MaxIdleConnsPerHost: -1,
-			TLSHandshakeTimeout: 0,
-		},
+		Transport:     upgrader{d: d},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return errors.New("hubload follows no redirects") },
 	}
 }

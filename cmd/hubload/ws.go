@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -39,11 +40,23 @@ func (e *env) dialAgent(ctx context.Context, ws, sub, role string) (*websocket.C
 		return nil, 0, fmt.Errorf("connect %s/%s: %w", ws, sub, err)
 	}
 	c.SetReadLimit(readLimit)
-	_, b, err := c.Read(ctx)
+	// The hello is read into a pooled buffer: with a hundred agents it is
+	// 20 KB, which c.Read would grow into a dozen times over.
+	bp := helloBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 1<<20 {
+			helloBufs.Put(bp)
+		}
+	}()
+	_, r, err := c.Reader(ctx)
+	if err == nil {
+		*bp, err = readAll((*bp)[:0], r)
+	}
 	if err != nil {
 		c.CloseNow()
 		return nil, 0, fmt.Errorf("connect %s/%s: read hello: %w", ws, sub, err)
 	}
+	b := *bp
 	var m message
 	var seq uint64
 	found := false
@@ -68,6 +81,9 @@ func (e *env) dialAgent(ctx context.Context, ws, sub, role string) (*websocket.C
 	}
 	return c, seq, nil
 }
+
+// helloBufs holds dialAgent's buffers for hellos.
+var helloBufs = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
 
 // request sends one request: {"id":id,"op":op, fields...}.
 func request(ctx context.Context, c *websocket.Conn, id int64, op string, fields map[string]any) error {
@@ -126,15 +142,16 @@ func awaitReply(ctx context.Context, c *websocket.Conn, id int64, other func(m *
 	}
 }
 
+// subscribeFrame is subscribe's request, the same for every connection.
+var subscribeFrame = []byte(`{"id":1,"op":"subscribe","view":"load","queue":"new","filter":{"kind":"all"},"limit":1}`)
+
 // subscribe subscribes the connection to a view of the new queue with
 // filter all: every conversation change of the queue reaches it. limit 1
 // keeps the first page small; the load tool only wants the live events.
 func subscribe(ctx context.Context, c *websocket.Conn, other func(m *message)) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := request(ctx, c, 1, "subscribe", map[string]any{
-		"view": "load", "queue": "new", "filter": map[string]string{"kind": "all"}, "limit": 1,
-	}); err != nil {
+	if err := c.Write(ctx, websocket.MessageText, subscribeFrame); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
 	if _, err := awaitReply(ctx, c, 1, other); err != nil {

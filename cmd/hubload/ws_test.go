@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -109,5 +110,66 @@ func TestDialAgentRefusesAFirstMessageThatIsNotHello(t *testing.T) {
 	e := testEnv(t, srv.URL)
 	if _, _, err := e.dialAgent(context.Background(), "w1", "a1", "agent"); err == nil || !strings.Contains(err.Error(), "want hello") {
 		t.Errorf("got %v, want an error about hello", err)
+	}
+}
+
+// A refused handshake reports the hub's status, and the connection is
+// closed (the server sees it go).
+func TestDialAgentReportsARefusedHandshake(t *testing.T) {
+	gone := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		io.WriteString(w, `{"error":{"code":"unauthorized","message":"token expired"}}`+"\n")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateClosed {
+			close(gone)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	e := testEnv(t, srv.URL)
+	_, _, err := e.dialAgent(context.Background(), "w1", "a1", "agent")
+	if err == nil || !strings.Contains(err.Error(), "HTTP 401") {
+		t.Fatalf("got %v, want HTTP 401", err)
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Error("the refused connection was not closed")
+	}
+}
+
+// A hub that accepts the connection and never answers the handshake is
+// given up on when the setup timeout passes.
+func TestDialAgentGivesUpOnASilentHub(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { // ends when the listener closes
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	e := testEnv(t, "http://"+ln.Addr().String())
+	e.cfg.setupTimeout = 200 * time.Millisecond
+	start := time.Now()
+	_, _, err = e.dialAgent(context.Background(), "w1", "a1", "agent")
+	if err == nil {
+		t.Fatal("dial succeeded against a hub that never answered")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("gave up after %v, want about the 200ms setup timeout", d)
+	}
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(5 * time.Second):
+		t.Error("the listener never saw the connection")
 	}
 }
