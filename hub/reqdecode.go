@@ -3,14 +3,16 @@ package hub
 import (
 	"math"
 	"unicode/utf8"
+
+	"github.com/presencehub/presencehub/queues"
 )
 
 // decodeFlat is decodeRequest's fast path. It fills req from b when b is a
 // flat JSON object whose members are all ones it knows, with string values
 // that hold no escapes or control characters and number values that are
 // plain non-negative integers; that is what clients send for nearly every
-// request (docs/protocol.md). For anything else (escapes, a nested filter
-// or settings, null, a negative or fractional number, a key in another
+// request (docs/protocol.md), and a filter with only a kind. For anything
+// else (escapes, an agents filter or settings, null, a negative or fractional number, a key in another
 // case, malformed JSON) it reports false, leaving req partly filled, and
 // decodeRequest uses encoding/json instead.
 //
@@ -65,6 +67,8 @@ func decodeFlat(b []byte, req *request) bool {
 				var n uint64
 				n, j, ok = flatUint(b, i, math.MaxUint64)
 				req.Since = &n
+			case "filter":
+				req.Filter, j, ok = flatFilter(b, i)
 			default:
 				return false
 			}
@@ -85,6 +89,38 @@ func decodeFlat(b []byte, req *request) bool {
 			return false
 		}
 	}
+}
+
+// flatFilter reads a subscribe's filter when it is an object with at most
+// a kind, a flat string: {"kind":"mine"}, as every filter but the agents
+// one is sent.
+func flatFilter(b []byte, i int) (*queues.Filter, int, bool) {
+	if b[i] != '{' {
+		return nil, 0, false
+	}
+	f := &queues.Filter{}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return f, i + 1, true
+	}
+	key, j, ok := flatString(b, i)
+	if !ok || string(key) != "kind" {
+		return nil, 0, false
+	}
+	i = skipSpace(b, j)
+	if i >= len(b) || b[i] != ':' {
+		return nil, 0, false
+	}
+	kind, j, ok := flatStringValue(b, skipSpace(b, i+1))
+	if !ok {
+		return nil, 0, false
+	}
+	f.Kind = queues.FilterKind(kind)
+	i = skipSpace(b, j)
+	if i >= len(b) || b[i] != '}' {
+		return nil, 0, false
+	}
+	return f, i + 1, true
 }
 
 // stringField is the member of req that a JSON key names when it is one

@@ -21,6 +21,10 @@ var flatTaken = []string{
 	`{"id":1,"op":"notifications_read","up_to":18446744073709551615}`,
 	`{"id":0,"op":"x","limit":9223372036854775807}`,
 	`{"id":1,"op":"a","op":"b"}`,
+	`{"id":1,"op":"subscribe","view":"v","queue":"new","filter":{"kind":"mine"},"limit":1}`,
+	`{"id":1,"op":"subscribe","filter": { "kind" : "all" } ,"view":"v"}`,
+	`{"id":1,"op":"subscribe","filter":{}}`,
+	`{"id":1,"op":"subscribe","filter":{"kind":"all"},"filter":{"kind":"mine"}}`,
 	`{}`,
 }
 
@@ -31,7 +35,14 @@ var flatLeft = []string{
 	"{\"id\":1,\"op\":\"x\",\"text\":\"a\xffb\"}",
 	"{\"id\":1,\"op\":\"x\",\"text\":\"a\tb\"}",
 	`{"id":1,"OP":"x"}`,
-	`{"id":1,"op":"x","filter":{"kind":"mine"}}`,
+	`{"id":1,"op":"x","filter":{"kind":"agents","agents":["a1"]}}`,
+	`{"id":1,"op":"x","filter":{"Kind":"mine"}}`,
+	`{"id":1,"op":"x","filter":{"kind":"mine",}}`,
+	`{"id":1,"op":"x","filter":{"kind":null}}`,
+	`{"id":1,"op":"x","filter":{"kind":"m\u0069ne"}}`,
+	`{"id":1,"op":"x","filter":null}`,
+	`{"id":1,"op":"x","filter":"mine"}`,
+	`{"id":1,"op":"x","filter":{"kind":"mine"`,
 	`{"id":1,"op":"x","conv":null}`,
 	`{"id":-1,"op":"x"}`,
 	`{"id":1.5,"op":"x"}`,
@@ -108,11 +119,18 @@ func TestDecodeFlatTakesTheCommonRequests(t *testing.T) {
 
 // BenchmarkDecodeRequest: the most common request, an ownership change.
 func BenchmarkDecodeRequest(b *testing.B) {
-	frame := []byte(`{"id":1234,"op":"assign","conv":"c17","agent":"a3","version":42}`)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, _, rerr := decodeRequest(frame); rerr != nil {
-			b.Fatal(rerr)
-		}
+	for _, bc := range []struct{ name, frame string }{
+		{"assign", `{"id":1234,"op":"assign","conv":"c17","agent":"a3","version":42}`},
+		{"subscribe", `{"id":1,"op":"subscribe","view":"mine","queue":"new","filter":{"kind":"mine"},"limit":50}`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			frame := []byte(bc.frame)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, rerr := decodeRequest(frame); rerr != nil {
+					b.Fatal(rerr)
+				}
+			}
+		})
 	}
 }
