@@ -183,3 +183,39 @@ func readFrame(r *bufio.Reader) ([]byte, error) {
 	_, err := io.ReadFull(r, p)
 	return p, err
 }
+
+// TestUpgradeHasNoDateHeader: the 101 leaves Date out (RFC 9110 allows it
+// for an informational response, and formatting it cost every connect);
+// a refusal, a final response, still carries it.
+func TestUpgradeHasNoDateHeader(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	addr := e.srv.Listener.Addr().String()
+	for _, tc := range []struct {
+		query    string
+		status   int
+		wantDate bool
+	}{
+		{"?access_token=" + token(t, "acme", "al", queues.RoleAgent, time.Hour), http.StatusSwitchingProtocols, false},
+		{"", http.StatusUnauthorized, true},
+	} {
+		s, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(s, "GET /ws%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", tc.query, addr)
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(s), nil)
+		s.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != tc.status {
+			t.Errorf("status %d, want %d", resp.StatusCode, tc.status)
+		}
+		if _, ok := resp.Header["Date"]; ok != tc.wantDate {
+			t.Errorf("%d: Date header present %v, want %v", resp.StatusCode, ok, tc.wantDate)
+		}
+	}
+}
