@@ -685,6 +685,9 @@ func (c *conn) reply(id json.RawMessage, result any, rerr *replyError) {
 	if cr, ok := result.(convResult); ok && rerr == nil && plainID(id) {
 		// The answer to every conversation change: by hand.
 		b = appendConvReply(make([]byte, 0, 384), id, &cr)
+	} else if p, ok := result.(subscribePage); ok && rerr == nil && plainID(id) {
+		// And to every connect's subscribe.
+		b = appendPageReply(nil, id, &p)
 	} else {
 		b, err = json.Marshal(&msg)
 	}

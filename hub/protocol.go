@@ -332,6 +332,52 @@ func appendConvReply(b []byte, id json.RawMessage, r *convResult) []byte {
 	return append(b, "}}"...)
 }
 
+// appendPageReply appends the bytes json.Marshal produces for a successful
+// reply carrying p, for an id that plainID accepts. Every connect's
+// subscribe is answered with one.
+func appendPageReply(b []byte, id json.RawMessage, p *subscribePage) []byte {
+	b = slices.Grow(b, 160+len(id)+len(p.View)+len(p.Next)+384*len(p.Items))
+	b = append(b, `{"type":"reply","id":`...)
+	b = append(b, id...)
+	b = append(b, `,"ok":true,"result":{"view":`...)
+	b = queues.AppendJSONString(b, p.View)
+	b = append(b, `,"seq":`...)
+	b = strconv.AppendUint(b, p.Seq, 10)
+	b = append(b, `,"items":`...)
+	if p.Items == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i := range p.Items {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = queues.AppendConversationJSON(b, &p.Items[i])
+		}
+		b = append(b, ']')
+	}
+	if p.Next != "" {
+		b = append(b, `,"next":`...)
+		b = queues.AppendJSONString(b, p.Next)
+	}
+	c := &p.Counts
+	b = append(b, `,"counts":{"total":`...)
+	b = strconv.AppendInt(b, int64(c.Total), 10)
+	b = append(b, `,"unowned":`...)
+	b = strconv.AppendInt(b, int64(c.Unowned), 10)
+	b = append(b, `,"mine":`...)
+	b = strconv.AppendInt(b, int64(c.Mine), 10)
+	b = append(b, `,"others":`...)
+	b = strconv.AppendInt(b, int64(c.Others), 10)
+	b = append(b, `,"matching":`...)
+	b = strconv.AppendInt(b, int64(c.Matching), 10)
+	b = append(b, '}')
+	if p.Resync {
+		b = append(b, `,"resync":true`...)
+	}
+	return append(b, "}}"...)
+}
+
 type conversationResult struct {
 	Conv     queues.Conversation `json:"conv"`
 	History  []queues.AuditEntry `json:"history"`

@@ -131,4 +131,19 @@ func TestHandEncodingMatchesEncodingJSON(t *testing.T) {
 			}
 		}
 	}
+	pages := []subscribePage{
+		{View: odd, Seq: 9, Items: []queues.Conversation{conv, {ID: "c2"}}, Next: odd,
+			Counts: queues.Counts{Total: 12, Unowned: 3, Mine: 1, Others: 8, Matching: 2}, Resync: true},
+		{View: "load", Seq: 1, Items: []queues.Conversation{}},
+		{},
+	}
+	for i, p := range pages {
+		want, err := json.Marshal(&replyMsg{Type: typeReply, ID: json.RawMessage(`"r1"`), OK: true, Result: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendPageReply(nil, json.RawMessage(`"r1"`), &p); !bytes.Equal(got, want) {
+			t.Errorf("page reply %d:\ngot  %s\nwant %s", i, got, want)
+		}
+	}
 }

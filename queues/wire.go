@@ -188,6 +188,9 @@ func appendTimeField(b []byte, name string, t time.Time) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendJSONString appends s as encoding/json writes a string.
+func AppendJSONString(b []byte, s string) []byte { return appendString(b, s) }
+
 // appendString quotes s as encoding/json does with HTML escaping on:
 // control characters, quote, backslash, <, > and & escaped; invalid UTF-8
 // as \ufffd; U+2028 and U+2029 escaped.
