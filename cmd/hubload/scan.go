@@ -127,6 +127,43 @@ func parseMessage(line []byte, m *message) error {
 	})
 }
 
+// parseHead reads a message's type and seq and stops there, without
+// walking the rest. It is for hellos: the load tool wants only those two,
+// and a hello is the whole roster of its workspace (20 KB with a hundred
+// agents), which parseMessage would walk on every connect.
+func parseHead(line []byte, m *message) error {
+	m.reset()
+	w := walker{b: line}
+	found := 0
+	err := w.object(func(key []byte) error {
+		switch string(key) {
+		case "type":
+			found++
+			if err := w.strInto(&m.Type); err != nil {
+				return err
+			}
+		case "seq":
+			found++
+			if err := w.uintInto(&m.Seq); err != nil {
+				return err
+			}
+		default:
+			return w.skip()
+		}
+		if found == 2 {
+			return errHeadRead
+		}
+		return nil
+	})
+	if err == errHeadRead {
+		return nil
+	}
+	return err
+}
+
+// errHeadRead ends parseHead's walk once it has what it wants.
+var errHeadRead = errors.New("head read")
+
 var errSyntax = errors.New("hub message: malformed JSON")
 
 // walker reads JSON from b at i.

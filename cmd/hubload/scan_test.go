@@ -169,3 +169,31 @@ func TestParseMessageBackslashes(t *testing.T) {
 		t.Errorf("got seq %d conv %s v%d, want 5 c1 v2", m.Seq, m.ConvID, m.Version)
 	}
 }
+
+// parseHead reads type and seq in either order and walks no further: what
+// follows them is not even looked at.
+func TestParseHeadStopsAtTypeAndSeq(t *testing.T) {
+	for _, tc := range []struct {
+		line    string
+		typ     string
+		seq     uint64
+		wantErr bool
+	}{
+		{`{"type":"hello","v":1,"seq":42,"agents":[{"id":"a"}]}`, "hello", 42, false},
+		{`{"seq":7,"me":{"name":"x\"y"},"type":"hello", not JSON from here`, "hello", 7, false},
+		{`{"type":"hello","v":1}`, "hello", 0, false},
+		{`{"type":"hello","seq":-1}`, "", 0, true},
+		{`{"type":hello}`, "", 0, true},
+		{`[1]`, "", 0, true},
+	} {
+		var m message
+		err := parseHead([]byte(tc.line), &m)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%s: err %v, want error %v", tc.line, err, tc.wantErr)
+			continue
+		}
+		if err == nil && (string(m.Type) != tc.typ || m.Seq != tc.seq) {
+			t.Errorf("%s: type %q seq %d, want %q %d", tc.line, m.Type, m.Seq, tc.typ, tc.seq)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -56,30 +57,23 @@ func (e *env) dialAgent(ctx context.Context, ws, sub, role string) (*websocket.C
 		c.CloseNow()
 		return nil, 0, fmt.Errorf("connect %s/%s: read hello: %w", ws, sub, err)
 	}
-	b := *bp
+	// The hello is the frame's first message; anything packed after it is
+	// left alone, as before.
+	line := *bp
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
 	var m message
-	var seq uint64
-	found := false
-	err = forEachLine(b, func(line []byte) error {
-		if err := parseMessage(line, &m); err != nil {
-			return err
-		}
-		if !found {
-			if !is(m.Type, "hello") {
-				return fmt.Errorf("first message is %q, want hello", m.Type)
-			}
-			found, seq = true, m.Seq
-		}
-		return nil
-	})
-	if err == nil && !found {
+	if len(bytes.TrimSpace(line)) == 0 {
 		err = errors.New("empty first frame")
+	} else if err = parseHead(line, &m); err == nil && !is(m.Type, "hello") {
+		err = fmt.Errorf("first message is %q, want hello", m.Type)
 	}
 	if err != nil {
 		c.CloseNow()
 		return nil, 0, fmt.Errorf("connect %s/%s: %w", ws, sub, err)
 	}
-	return c, seq, nil
+	return c, m.Seq, nil
 }
 
 // helloBufs holds dialAgent's buffers for hellos.
