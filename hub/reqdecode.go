@@ -12,9 +12,10 @@ import (
 // that hold no escapes or control characters and number values that are
 // plain non-negative integers; that is what clients send for nearly every
 // request (docs/protocol.md), and a filter with only a kind. For anything
-// else (escapes, an agents filter or settings, null, a negative or fractional number, a key in another
-// case, malformed JSON) it reports false, leaving req partly filled, and
-// decodeRequest uses encoding/json instead.
+// else (escapes, an agents filter, a repeated filter, settings, null, a
+// negative or fractional number, a key in another case, malformed JSON)
+// it reports false, leaving req partly filled, and decodeRequest uses
+// encoding/json instead.
 //
 // It accepts nothing encoding/json would refuse and reads nothing
 // differently: FuzzDecodeFlat holds the two equal. It exists because
@@ -68,6 +69,11 @@ func decodeFlat(b []byte, req *request) bool {
 				n, j, ok = flatUint(b, i, math.MaxUint64)
 				req.Since = &n
 			case "filter":
+				if req.Filter != nil {
+					// encoding/json decodes a repeated filter into the
+					// first one, keeping what the second leaves out.
+					return false
+				}
 				req.Filter, j, ok = flatFilter(b, i)
 			default:
 				return false

@@ -24,7 +24,6 @@ var flatTaken = []string{
 	`{"id":1,"op":"subscribe","view":"v","queue":"new","filter":{"kind":"mine"},"limit":1}`,
 	`{"id":1,"op":"subscribe","filter": { "kind" : "all" } ,"view":"v"}`,
 	`{"id":1,"op":"subscribe","filter":{}}`,
-	`{"id":1,"op":"subscribe","filter":{"kind":"all"},"filter":{"kind":"mine"}}`,
 	`{}`,
 }
 
@@ -36,6 +35,8 @@ var flatLeft = []string{
 	"{\"id\":1,\"op\":\"x\",\"text\":\"a\tb\"}",
 	`{"id":1,"OP":"x"}`,
 	`{"id":1,"op":"x","filter":{"kind":"agents","agents":["a1"]}}`,
+	`{"id":1,"op":"x","filter":{"kind":"all"},"filter":{}}`,
+	`{"id":1,"op":"x","filter":{"kind":"all"},"filter":{"kind":"mine"}}`,
 	`{"id":1,"op":"x","filter":{"Kind":"mine"}}`,
 	`{"id":1,"op":"x","filter":{"kind":"mine",}}`,
 	`{"id":1,"op":"x","filter":{"kind":null}}`,
