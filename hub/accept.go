@@ -100,6 +100,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// what the library's Conn holds; the socket stays open (libConn).
 	ws.CloseNow()
 	c.raw = sb.conn
+	c.upgrade = sb.response
 	c.rd.frames.partial = sb.early
 	if sc, ok := sb.conn.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -108,7 +109,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !h.reg.add(c, &h.wg) {
 		c.raw.SetWriteDeadline(time.Now().Add(closeTimeout))
-		c.raw.Write(closeFrame(websocket.StatusGoingAway, "server shutting down"))
+		c.write(closeFrame(websocket.StatusGoingAway, "server shutting down"))
 		c.raw.Close()
 		return
 	}
@@ -179,22 +180,24 @@ func checkOrigin(r *http.Request, patterns []string) error {
 
 // smallBuffers wraps the ResponseWriter of an upgrade so that Hijack hands
 // websocket.Accept a connection it cannot close and the smallest buffers
-// bufio allows. The library only answers the handshake (net/http writes
-// that response as it hijacks); the hub then reads and writes the socket
-// itself, so net/http's 4 KiB buffers become garbage once ServeHTTP
-// returns, and the library's as soon as Accept does.
+// bufio allows, and so that the 101 is not written by net/http as it
+// hijacks but kept (response) for the hub to send in one system call with
+// the hello. The library only answers the handshake; the hub then reads
+// and writes the socket itself, so net/http's 4 KiB buffers become garbage
+// once ServeHTTP returns, and the library's as soon as Accept does.
 type smallBuffers struct {
 	http.ResponseWriter
-	conn  net.Conn // the hijacked connection, once Hijack has run
-	early []byte   // bytes the server read past the request (a client that sent its first frame without waiting)
+	conn     net.Conn // the hijacked connection, once Hijack has run
+	early    []byte   // bytes the server read past the request (a client that sent its first frame without waiting)
+	upgrade  bool     // WriteHeader(101) was called and held back
+	response []byte   // the 101 as it goes on the wire, once Hijack has run
 }
 
-// WriteHeader leaves the Date header out of a 101, as RFC 9110 allows for
-// an informational response: formatting it was 5 % of the hub's CPU in a
-// reconnect storm, for a header no WebSocket client reads.
+// WriteHeader holds a 101 back for Hijack; anything else goes to net/http.
 func (w *smallBuffers) WriteHeader(code int) {
 	if code == http.StatusSwitchingProtocols {
-		w.Header()["Date"] = nil
+		w.upgrade = true
+		return
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -207,12 +210,22 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.conn = nc
 	if brw.Writer.Buffered() > 0 {
-		// net/http flushes the response before handing the connection
-		// over; flush anyway rather than lose bytes.
+		// Nothing was written through net/http; flush anyway rather than
+		// lose bytes.
 		if err := brw.Writer.Flush(); err != nil {
 			nc.Close()
 			return nil, nil, err
 		}
+	}
+	if w.upgrade {
+		// The headers websocket.Accept set, without the Date net/http would
+		// add: RFC 9110 lets an informational response go without it, and
+		// formatting it was 5 % of the hub's CPU in a reconnect storm.
+		var b bytes.Buffer
+		b.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+		w.Header().Write(&b)
+		b.WriteString("\r\n")
+		w.response = b.Bytes()
 	}
 	if n := brw.Reader.Buffered(); n > 0 {
 		early, _ := brw.Reader.Peek(n)

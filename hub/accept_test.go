@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -217,5 +220,61 @@ func TestUpgradeHasNoDateHeader(t *testing.T) {
 		if _, ok := resp.Header["Date"]; ok != tc.wantDate {
 			t.Errorf("%d: Date header present %v, want %v", resp.StatusCode, ok, tc.wantDate)
 		}
+	}
+}
+
+// TestUpgradeIsHeldForTheHello: the 101 is not written as the connection
+// is hijacked (net/http did, in a write of its own) but kept, for the hub
+// to send in one write with the hello: until then the client reads
+// nothing, and then it reads a complete 101 followed by the frame.
+func TestUpgradeIsHeldForTheHello(t *testing.T) {
+	accepted, proceed := make(chan *smallBuffers, 1), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sb := &smallBuffers{ResponseWriter: w}
+		ws, err := websocket.Accept(sb, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ws.CloseNow()
+		accepted <- sb
+		<-proceed
+		c := &conn{raw: sb.conn, upgrade: sb.response}
+		frame, _ := frameOf([]byte(`{"type":"hello"}`))
+		if err := c.write(frame); err != nil {
+			t.Error(err)
+		}
+		sb.conn.Close()
+	}))
+	defer srv.Close()
+	s, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fmt.Fprintf(s, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n", Subprotocol)
+	sb := <-accepted
+	if len(sb.response) == 0 {
+		t.Fatal("no 101 kept")
+	}
+	s.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := s.Read(make([]byte, 1)); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the client read %d bytes (%v) before the hub wrote: the 101 went out on its own", n, err)
+	}
+	close(proceed)
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(s)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Upgrade") != "websocket" ||
+		resp.Header.Get("Sec-Websocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" ||
+		resp.Header.Get("Sec-Websocket-Protocol") != Subprotocol {
+		t.Errorf("101: %d %v", resp.StatusCode, resp.Header)
+	}
+	if payload, err := readFrame(br); err != nil || string(payload) != `{"type":"hello"}` {
+		t.Errorf("after the 101: %q, %v; want the hello frame", payload, err)
 	}
 }

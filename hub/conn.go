@@ -38,9 +38,13 @@ import (
 type conn struct {
 	h   *Hub
 	id  Identity
-	raw net.Conn        // the hijacked TCP connection, closed to end everything at once
-	rc  syscall.RawConn // raw's, for writes that must not block; nil if it has none
-	tw  tryWrite        // the inline writer's state (writer.go); the writer's alone
+	raw net.Conn // the hijacked TCP connection, closed to end everything at once
+	// upgrade is the 101 response, until the first write sends it ahead of
+	// the first frame (normally the hello). Set before the connection is
+	// registered; then only the writer of the moment (c.writing) uses it.
+	upgrade []byte
+	rc      syscall.RawConn // raw's, for writes that must not block; nil if it has none
+	tw      tryWrite        // the inline writer's state (writer.go); the writer's alone
 
 	// A connection has no context of its own. Its requests' contexts
 	// descend from the hub's lifetime; its reads, writes and pings are
@@ -376,7 +380,7 @@ func (c *conn) closeSocket(code websocket.StatusCode, reason string) {
 	err := c.raw.SetWriteDeadline(time.Now().Add(closeTimeout))
 	if err == nil {
 		// One Write call per frame: see frame.go.
-		_, err = c.raw.Write(closeFrame(code, reason))
+		err = c.write(closeFrame(code, reason))
 	}
 	c.closeSent.Store(true)
 	if err != nil || c.peerClosed.Load() {

@@ -35,6 +35,11 @@ func TestFramesReadByALibraryClient(t *testing.T) {
 		}
 		defer ws.CloseNow()
 		defer sb.conn.Close() // the library's Conn does not own it (libConn)
+		// The 101 is the hub's to send (with its first frame): send it.
+		if _, err := sb.conn.Write(sb.response); err != nil {
+			serverDone <- err
+			return
+		}
 		// The library reads (and answers pings) while frames go out.
 		ctx := ws.CloseRead(context.Background())
 		for round := range rounds {

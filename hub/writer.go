@@ -3,6 +3,7 @@ package hub
 import (
 	"bytes"
 	"errors"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -410,7 +411,7 @@ func (c *conn) writeLoop(pending []byte) {
 // block hands the rest, and the count, to a writer goroutine (writeLoop),
 // as does a close, whose handshake waits for the peer.
 func (c *conn) writeInline() {
-	if c.rc == nil {
+	if c.rc == nil || c.upgrade != nil {
 		go c.writeLoop(nil) // ends when the queue is drained
 		return
 	}
@@ -447,6 +448,21 @@ func (c *conn) writeInline() {
 		}
 		recycle(batch)
 	}
+}
+
+// write writes p on the socket in one call, after the 101 response if that
+// has not gone out yet: the handshake's answer and the hello then cost one
+// system call (writev) instead of two. Only the writer of the moment calls
+// it.
+func (c *conn) write(p []byte) error {
+	if c.upgrade != nil {
+		bufs := net.Buffers{c.upgrade, p}
+		c.upgrade = nil
+		_, err := bufs.WriteTo(c.raw)
+		return err
+	}
+	_, err := c.raw.Write(p)
+	return err
 }
 
 // writeFailed handles a failed write. A failed write leaves the socket
@@ -540,7 +556,7 @@ func (c *conn) writeBatch(pending []byte, msgs []outMsg) error {
 	}
 	defer c.raw.SetWriteDeadline(time.Time{})
 	if pending != nil && !c.dropped.Load() {
-		if _, err := c.raw.Write(pending); err != nil {
+		if err := c.write(pending); err != nil {
 			return err
 		}
 	}
@@ -550,7 +566,7 @@ func (c *conn) writeBatch(pending []byte, msgs []outMsg) error {
 		}
 		frame, n := nextFrame(&buf, msgs)
 		// One Write call per frame: see frame.go.
-		if _, err := c.raw.Write(frame); err != nil {
+		if err := c.write(frame); err != nil {
 			return err
 		}
 		if !msgs[0].control {
