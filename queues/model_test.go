@@ -221,7 +221,11 @@ func TestRandomOperationsSurviveRestart(t *testing.T) {
 				case 9:
 					// A rename moves the agent in the roster; names collide
 					// so that the id decides the order.
+					// Now and then an agent joins mid-run instead.
 					a := agents[1+rng.IntN(3)]
+					if rng.IntN(4) == 0 {
+						a = Actor{ID: []string{"dan", "eve", "fay"}[rng.IntN(3)], Name: "Ann", Role: RoleAgent}
+					}
 					s.EnsureAgent(ctx, ws, Agent{ID: a.ID, Role: a.Role,
 						Name: []string{a.Name, "Zed", "Ann", "Sam"}[rng.IntN(4)]})
 				case 8:

@@ -412,8 +412,7 @@ func (s *Store) Agents(ws string) ([]Agent, error) {
 
 // AppendAgentsJSON appends the workspace's agents as a JSON array, sorted
 // by name (then id): the bytes json.Marshal writes for what Agents
-// returns. dst grows once, with a little room to spare for what the
-// caller closes the document with. Each agent is encoded when it changes,
+// returns. dst grows at most once. Each agent is encoded when it changes,
 // not here, so this is a copy.
 func (s *Store) AppendAgentsJSON(dst []byte, ws string) ([]byte, error) {
 	w, err := s.workspace(ws)
@@ -422,7 +421,7 @@ func (s *Store) AppendAgentsJSON(dst []byte, ws string) ([]byte, error) {
 	}
 	w.mu.RLock()
 	defer w.mu.RUnlock()
-	dst = slices.Grow(dst, w.rosterLen+len(w.roster)+16)
+	dst = slices.Grow(dst, w.rosterLen+len(w.roster)+2)
 	dst = append(dst, '[')
 	for i, e := range w.roster {
 		if i > 0 {

@@ -142,7 +142,8 @@ func reconnectAll(ctx context.Context, e *env, f *fleet, who func(int) (int, str
 	var f2 *fleet
 	var err error
 	// The label lets -cpuprofile tell the storm from the first connects:
-	// go tool pprof -tagfocus=phase=reconnect.
+	// go tool pprof -tagfocus=phase=reconnect. The new fleet's readers
+	// carry it too, for the rest of the run.
 	pprof.Do(ctx, pprof.Labels("phase", "reconnect"), func(ctx context.Context) {
 		f2, err = e.connectFleet(ctx, cfg.n, who, true, func(int, *message, time.Duration) { received.Add(1) })
 	})

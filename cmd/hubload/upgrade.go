@@ -42,8 +42,13 @@ func (u upgrader) RoundTrip(req *http.Request) (*http.Response, error) {
 	// then belongs to the caller, with no deadline.
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	resp, err := handshake(nc, req)
-	if !stop() && err == nil {
-		err = ctx.Err()
+	if !stop() {
+		// The context ended the handshake: say so, not "i/o timeout".
+		if err != nil {
+			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
+		} else {
+			err = ctx.Err()
+		}
 	}
 	if err != nil {
 		nc.Close()

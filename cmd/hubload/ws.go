@@ -57,8 +57,8 @@ func (e *env) dialAgent(ctx context.Context, ws, sub, role string) (*websocket.C
 		c.CloseNow()
 		return nil, 0, fmt.Errorf("connect %s/%s: read hello: %w", ws, sub, err)
 	}
-	// The hello is the frame's first message; anything packed after it is
-	// left alone, as before.
+	// The hello is the frame's first message, and only its type and seq
+	// are read; whatever the hub packed after it in the frame is skipped.
 	line := *bp
 	if i := bytes.IndexByte(line, '\n'); i >= 0 {
 		line = line[:i]
