@@ -324,7 +324,7 @@ func dialRaw(addr, tok string) (net.Conn, *bufio.Reader, error) {
 
 // BenchmarkAppendHello100: encoding the hello of a workspace of 100
 // online agents, which every connect does. The roster comes encoded from
-// the store (queues' BenchmarkAppendAgentsJSON100).
+// the store (queues' BenchmarkAgents100/json).
 func BenchmarkAppendHello100(b *testing.B) {
 	now := time.Now()
 	m := helloMsg{Type: typeHello, V: 1, Seq: 12345}
