@@ -606,6 +606,25 @@ func TestCancelledCallerChangesNothing(t *testing.T) {
 	}
 }
 
+// Requests are recycled, but never one a cancelled caller left behind:
+// the committer may still answer it, and the next caller to get it would
+// read that answer as its own.
+func TestRequestsOfCancelledCallersAreNotReused(t *testing.T) {
+	f := newFixture(t)
+	v := f.inbound("c1").Conv.Version
+	gone, cancel := context.WithCancel(f.ctx)
+	cancel()
+	for i := range 200 {
+		f.s.Assign(gone, ws, alice, "c1", "alice", v) // an error, or nothing at all
+		owner := []string{"alice", ""}[i%2]
+		r, err := f.s.Assign(f.ctx, ws, alice, "c1", owner, v)
+		if err != nil || r.Conv.Owner != owner || r.Conv.Version != v+1 {
+			t.Fatalf("call %d: %+v, %v; want owner %q at version %d", i, r.Conv, err, owner, v+1)
+		}
+		v = r.Conv.Version
+	}
+}
+
 // The committer keeps its op slice between batches, but nothing the ops
 // pointed to: after a batch the kept slice holds no key or value, also
 // when a batch outgrew it into one too big to keep.
