@@ -97,7 +97,8 @@ type readerState struct {
 	bad          int       // bad requests in the current window
 	badSince     time.Time // start of that window
 	activate     *activation
-	frames       readState // the frame parser's (reader.go)
+	frames       readState     // the frame parser's (reader.go)
+	answered     chan struct{} // a request's worker signals here (buffered 1); made at the first request
 }
 
 // Per-connection request limits (docs/protocol.md, close codes 1008 and
@@ -223,19 +224,23 @@ func (c *conn) message(b []byte, binary bool) {
 		c.shut(websocket.StatusInvalidFramePayloadData, "text frames must be UTF-8", true)
 		return
 	}
-	// The request is answered on a goroutine of its own, and waited for:
-	// requests stay one at a time and in order, and the deep stack that
-	// decoding, the store and encoding need goes away with it instead of
-	// staying with the idle reader. b is in the reader's buffer, which is
-	// reused once this returns: the request gets a copy.
-	b = bytes.Clone(b)
-	done := make(chan struct{})
-	go func() { // ends when the request is answered
-		defer close(done)
-		defer c.survive()
-		c.handle(b)
-	}()
-	<-done
+	// The request is answered on another goroutine (workers.go), and
+	// waited for: requests stay one at a time and in order, and the deep
+	// stack that decoding, the store and encoding need does not stay with
+	// the idle reader. b is in the reader's buffer, which is reused once
+	// this returns: the request gets a copy.
+	if c.rd.answered == nil {
+		c.rd.answered = make(chan struct{}, 1)
+	}
+	c.h.workers.run(reqJob{c: c, b: bytes.Clone(b)})
+	<-c.rd.answered
+}
+
+// answer answers one request on a worker and tells the waiting reader.
+func (c *conn) answer(b []byte) {
+	defer func() { c.rd.answered <- struct{}{} }()
+	defer c.survive()
+	c.handle(b)
 }
 
 // peerClose answers the peer's close frame: the hub's own close frame goes

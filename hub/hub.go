@@ -96,6 +96,9 @@ type Hub struct {
 	// lifetime.
 	deadlines requestDeadlines
 
+	// workers answer requests (workers.go).
+	workers *workers
+
 	reg registry
 	// agentLimits is the request budget each agent shares across all of
 	// its sockets, so opening more sockets (or reconnecting) buys no more.
@@ -149,6 +152,7 @@ func New(cfg Config) *Hub {
 		lifetime:    ctx,
 		stop:        stop,
 		deadlines:   requestDeadlines{parent: ctx},
+		workers:     newWorkers(ctx.Done(), func(j reqJob) { j.c.answer(j.b) }),
 		reg:         newRegistry(),
 		agentLimits: agentLimiter(cfg.RequestRate),
 		drained:     make(chan struct{}),
