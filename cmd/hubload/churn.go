@@ -71,7 +71,7 @@ func runChurn(ctx context.Context, e *env) (*report, error) {
 	}
 	obsDone := make(chan error, 1)
 	go func() { // ends when oc is closed at the end of the run
-		obsDone <- readLoop(oc, e.epoch, obs.handle, func(error) { obs.bad.Add(1) })
+		obsDone <- readLoop(oc, e.epoch, true, obs.handle, func(error) { obs.bad.Add(1) })
 	}()
 	defer oc.CloseNow()
 
@@ -318,7 +318,7 @@ func (t *tab) run(ctx, phase context.Context, e *env, ws string, grace time.Dura
 		readerDone := make(chan struct{})
 		go func() { // ends when c is closed below
 			defer close(readerDone)
-			readLoop(c, e.epoch, func(*message, time.Duration) {}, nil)
+			readLoop(c, e.epoch, false, func(*message, time.Duration) {}, nil)
 		}()
 		t.open.Store(true)
 		select {

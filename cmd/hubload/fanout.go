@@ -195,7 +195,7 @@ func runFanout(ctx context.Context, e *env) (*report, error) {
 	}
 	f, err := e.connectFleet(ctx, cfg.n, func(i int) (int, string) {
 		return e.memberWS(i), agentName(i/W, cfg.agents)
-	}, true, s.handle)
+	}, true, true, s.handle)
 	if err != nil {
 		return nil, err
 	}

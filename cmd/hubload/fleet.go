@@ -40,10 +40,11 @@ type handlerFunc func(i int, m *message, at time.Duration)
 // connectFleet opens n agent connections, e.cfg.concurrency at a time: who
 // names connection i's workspace and agent id. With sub, each subscribes
 // to the new queue with filter all. Each connection then gets a reader
-// goroutine handing every message to h. It fails if a connection cannot
+// goroutine handing every message to h (parsed only with parse; see
+// readLoop). It fails if a connection cannot
 // be made after three tries (the hub refusing connections is a setup
 // failure, not a measurement).
-func (e *env) connectFleet(ctx context.Context, n int, who func(i int) (ws int, sub string), sub bool, h handlerFunc) (*fleet, error) {
+func (e *env) connectFleet(ctx context.Context, n int, who func(i int) (ws int, sub string), sub, parse bool, h handlerFunc) (*fleet, error) {
 	f := &fleet{
 		members:   make([]member, n),
 		dropped:   make(map[string]int),
@@ -79,7 +80,7 @@ func (e *env) connectFleet(ctx context.Context, n int, who func(i int) (ws int, 
 					case <-time.After(time.Duration(try) * 500 * time.Millisecond):
 					}
 				}
-				if err = f.open(gctx, e, i, sub, h); err == nil {
+				if err = f.open(gctx, e, i, sub, parse, h); err == nil {
 					break
 				}
 			}
@@ -103,7 +104,7 @@ func (e *env) connectFleet(ctx context.Context, n int, who func(i int) (ws int, 
 }
 
 // open connects member i and starts its reader.
-func (f *fleet) open(ctx context.Context, e *env, i int, sub bool, h handlerFunc) error {
+func (f *fleet) open(ctx context.Context, e *env, i int, sub, parse bool, h handlerFunc) error {
 	m := &f.members[i]
 	t0 := time.Now()
 	c, _, err := e.dialAgent(ctx, e.wsID(m.ws), m.sub, "agent")
@@ -125,7 +126,7 @@ func (f *fleet) open(ctx context.Context, e *env, i int, sub bool, h handlerFunc
 	f.readers.Add(1)
 	go func() { // ends when the connection closes: ours at the end, or the hub's
 		defer f.readers.Done()
-		err := readLoop(c, e.epoch, func(msg *message, at time.Duration) { h(i, msg, at) },
+		err := readLoop(c, e.epoch, parse, func(msg *message, at time.Duration) { h(i, msg, at) },
 			func(error) { f.badFrames.Add(1) })
 		if !f.closing.Load() {
 			f.mu.Lock()

@@ -37,7 +37,9 @@ func runIdle(ctx context.Context, e *env) (*report, error) {
 
 	who := func(i int) (int, string) { return i / per, agentName(i%per, cfg.agents) }
 	var received, lastAt atomic.Int64
-	f, err := e.connectFleet(ctx, cfg.n, who, true, func(_ int, _ *message, at time.Duration) {
+	// Messages are counted, not read (readLoop): about a hundred per
+	// connect in workspaces of 100.
+	f, err := e.connectFleet(ctx, cfg.n, who, true, false, func(_ int, _ *message, at time.Duration) {
 		received.Add(1)
 		atomicMax(&lastAt, int64(at))
 	})
@@ -145,7 +147,7 @@ func reconnectAll(ctx context.Context, e *env, f *fleet, who func(int) (int, str
 	// go tool pprof -tagfocus=phase=reconnect. The new fleet's readers
 	// carry it too, for the rest of the run.
 	pprof.Do(ctx, pprof.Labels("phase", "reconnect"), func(ctx context.Context) {
-		f2, err = e.connectFleet(ctx, cfg.n, who, true, func(int, *message, time.Duration) { received.Add(1) })
+		f2, err = e.connectFleet(ctx, cfg.n, who, true, false, func(int, *message, time.Duration) { received.Add(1) })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("reconnect: %w", err)

@@ -86,7 +86,7 @@ func TestConnectSubscribeAndReadBatchedFrames(t *testing.T) {
 	if err := subscribe(ctx, c, note); err != nil {
 		t.Fatal(err)
 	}
-	err = readLoop(c, e.epoch, func(m *message, _ time.Duration) { note(m) }, func(err error) { t.Errorf("bad frame: %v", err) })
+	err = readLoop(c, e.epoch, true, func(m *message, _ time.Duration) { note(m) }, func(err error) { t.Errorf("bad frame: %v", err) })
 	if code := closeCode(err); code != int(websocket.StatusNormalClosure) {
 		t.Errorf("readLoop ended with %v, want a normal closure", err)
 	}
@@ -181,5 +181,31 @@ func TestDialAgentGivesUpOnASilentHub(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Error("the listener never saw the connection")
+	}
+}
+
+// Without parse, readLoop counts every message of a packed frame, hands
+// no fields, and still reports a line that is not an object.
+func TestReadLoopCountsWithoutParsing(t *testing.T) {
+	srv, _ := fakeHub(t, []string{`{"type":"event","seq":9}` + "\n" + `{"type":"event","seq":10}`, `not json`})
+	e := testEnv(t, srv.URL)
+	ctx := context.Background()
+	c, _, err := e.dialAgent(ctx, "w1", "a1", "agent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if err := subscribe(ctx, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	var counted, parsed, bad int
+	readLoop(c, e.epoch, false, func(m *message, _ time.Duration) {
+		counted++
+		if m != nil {
+			parsed++
+		}
+	}, func(error) { bad++ })
+	if counted != 2 || parsed != 0 || bad != 1 {
+		t.Errorf("counted %d, parsed %d, bad %d; want 2, 0 and 1", counted, parsed, bad)
 	}
 }
