@@ -160,7 +160,7 @@ func subscribe(ctx context.Context, c *websocket.Conn, other func(m *message)) e
 // with a context that is never done: coder/websocket then sets up no timer
 // per read, and the loop ends when its owner closes the connection.
 //
-// Without parse, a message is only checked to be an object and handle gets
+// Without parse, a message is only checked to be in braces and handle gets
 // nil: a scenario that only counts messages (idle, during a login storm
 // of a hundred presence events per connect) need not spend the cores it
 // shares with the hub on reading them.
@@ -178,7 +178,8 @@ func readLoop(c *websocket.Conn, epoch time.Time, parse bool, handle func(m *mes
 		at := time.Since(epoch)
 		if err := forEachLine(buf, func(line []byte) error {
 			if !parse {
-				if line = bytes.TrimSpace(line); line[0] != '{' || line[len(line)-1] != '}' {
+				line = bytes.Trim(line, " \t\r")
+				if len(line) < 2 || line[0] != '{' || line[len(line)-1] != '}' {
 					return fmt.Errorf("%w: not an object", errSyntax)
 				}
 				handle(nil, at)
