@@ -193,11 +193,19 @@ type smallBuffers struct {
 	response []byte   // the 101 as it goes on the wire, once Hijack has run
 }
 
-// WriteHeader holds a 101 back for Hijack; anything else goes to net/http.
+// WriteHeader holds a 101 back for Hijack; anything else goes to net/http,
+// without the handshake's headers if a 101 was held back first (the
+// library answers a failed hijack with a 500).
 func (w *smallBuffers) WriteHeader(code int) {
 	if code == http.StatusSwitchingProtocols {
 		w.upgrade = true
 		return
+	}
+	if w.upgrade {
+		w.upgrade = false
+		for _, k := range []string{"Upgrade", "Connection", "Sec-Websocket-Accept", "Sec-Websocket-Protocol", "Sec-Websocket-Extensions"} {
+			w.Header().Del(k)
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

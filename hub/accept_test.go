@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -229,6 +230,9 @@ func TestUpgradeHasNoDateHeader(t *testing.T) {
 // nothing, and then it reads a complete 101 followed by the frame.
 func TestUpgradeIsHeldForTheHello(t *testing.T) {
 	accepted, proceed := make(chan *smallBuffers, 1), make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(proceed) }) }
+	defer release() // a failed test must not leave the handler waiting
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sb := &smallBuffers{ResponseWriter: w}
 		ws, err := websocket.Accept(sb, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
@@ -254,7 +258,12 @@ func TestUpgradeIsHeldForTheHello(t *testing.T) {
 	defer s.Close()
 	fmt.Fprintf(s, "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: %s\r\n\r\n", Subprotocol)
-	sb := <-accepted
+	var sb *smallBuffers
+	select {
+	case sb = <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler never accepted")
+	}
 	if len(sb.response) == 0 {
 		t.Fatal("no 101 kept")
 	}
@@ -262,7 +271,7 @@ func TestUpgradeIsHeldForTheHello(t *testing.T) {
 	if n, err := s.Read(make([]byte, 1)); n > 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("the client read %d bytes (%v) before the hub wrote: the 101 went out on its own", n, err)
 	}
-	close(proceed)
+	release()
 	s.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(s)
 	resp, err := http.ReadResponse(br, nil)

@@ -25,8 +25,8 @@ import (
 //
 //   - the reader (serve), for the connection's whole life: it reads frames
 //     (reader.go) and, when the socket is gone, finishes the connection;
-//   - a request goroutine, while one request is answered (the reader waits
-//     for it, so requests and their store calls go one at a time, in
+//   - a worker (workers.go), while one request is answered (the reader
+//     waits for it, so requests and their store calls go one at a time, in
 //     order);
 //   - a writer (writeLoop), only while the socket's send buffer is full
 //     with more queued, or the socket is being closed (otherwise whoever
@@ -42,6 +42,9 @@ type conn struct {
 	// upgrade is the 101 response, until the first write sends it ahead of
 	// the first frame (normally the hello). Set before the connection is
 	// registered; then only the writer of the moment (c.writing) uses it.
+	// Blocking writes go through conn.write, which sends it first; the
+	// inline writer, which writes through rc, leaves a connection that
+	// still has it to writeLoop.
 	upgrade []byte
 	rc      syscall.RawConn // raw's, for writes that must not block; nil if it has none
 	tw      tryWrite        // the inline writer's state (writer.go); the writer's alone
@@ -87,7 +90,8 @@ type conn struct {
 	rd readerState
 }
 
-// readerState is what only the reader goroutine touches.
+// readerState is what only the reader goroutine touches, and the worker
+// answering a request while the reader waits for it (conn.message).
 type readerState struct {
 	lastActivity time.Time // last Activity reported to presence
 	tokens       float64   // request rate limit bucket

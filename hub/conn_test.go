@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -584,5 +585,29 @@ func TestRequestDeadlinesAreSharedAndBounded(t *testing.T) {
 		case <-time.After(time.Second):
 			t.Fatal("a request context outlived the hub")
 		}
+	}
+}
+
+// unreadable is a Backend whose workspace snapshot cannot be read, so
+// every hello fails.
+type unreadable struct{ Backend }
+
+func (unreadable) Head(string) uint64 { return 0 }
+func (unreadable) Agent(string, string) (queues.Agent, error) {
+	return queues.Agent{}, errors.New("the disk is gone")
+}
+
+// TestFailedHelloStillAnswersTheHandshake: when hello cannot be built, the
+// close frame is the connection's first frame, and it still goes out
+// behind a complete 101 (the hub holds the 101 back for the first write).
+func TestFailedHelloStillAnswersTheHandshake(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Backend = unreadable{c.Backend} })
+	e.workspace("acme", queues.SettingsPatch{})
+	c := e.dial(token(t, "acme", "al", queues.RoleAgent, time.Hour)) // fails the test if the handshake does
+	if code := c.closed(5 * time.Second); code != websocket.StatusInternalError {
+		t.Errorf("close: got %d, want 1011", code)
+	}
+	if msgs := c.all(); len(msgs) != 0 {
+		t.Errorf("got %d messages before the close, want none", len(msgs))
 	}
 }

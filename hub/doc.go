@@ -28,8 +28,8 @@
 // A connection starts on the goroutine of the request that opened it:
 // presence hears of it, hello is sent, and a reader goroutine takes over
 // for the connection's whole life. The reader reads frames and has each
-// request answered, one at a time and in order, on a goroutine that ends
-// with the reply (so the deep stack of decoding, the store and encoding
+// request answered, one at a time and in order, on a worker goroutine
+// shared by the hub (so the deep stack of decoding, the store and encoding
 // does not stay with an idle connection). A writer goroutine runs only
 // while the connection has something to write, and the ping timer's
 // goroutine only during a ping's round trip. An idle connection therefore

@@ -56,6 +56,7 @@ func (w *workers) work(j reqJob) {
 	var idle *time.Timer
 	for {
 		w.answer(j)
+		j = reqJob{} // a waiting worker holds no connection or request
 		if w.idle.Add(1) > maxIdleWorkers {
 			w.idle.Add(-1)
 			return
