@@ -65,14 +65,32 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// The agent exists before anything reads it: hello lists them, and
-	// others can assign to them from now on.
+	// others can assign to them from now on. A new agent is created online,
+	// in the same change: from here on the tracker must hear of this
+	// connection, so every way out before start tells it (abandon).
+	// A request that is no WebSocket handshake at all only registers the
+	// agent: Accept refuses it below, and nobody should see them online.
 	ctx, cancel := context.WithTimeout(r.Context(), ensureTimeout)
-	_, err = h.cfg.Backend.EnsureAgent(ctx, id.Workspace, queues.Agent{ID: id.Agent, Name: id.Name, Role: id.Role})
+	agent := queues.Agent{ID: id.Agent, Name: id.Name, Role: id.Role}
+	var created bool
+	if wantsWebSocket(r) {
+		_, created, err = h.cfg.Backend.ConnectAgent(ctx, id.Workspace, agent)
+	} else {
+		_, err = h.cfg.Backend.EnsureAgent(ctx, id.Workspace, agent)
+	}
 	cancel()
 	if err != nil {
 		h.log.Warn("connect: agent not registered", "ws", id.Workspace, "agent", id.Agent, "err", err)
 		h.refuse(w, http.StatusServiceUnavailable, codeUnavailable, "the store cannot take connections right now; retry later", "")
 		return
+	}
+	abandon := func() {
+		if created {
+			// Online in the store with no connection: as for a console
+			// that connected and dropped, the grace takes them offline.
+			h.cfg.Presence.Connect(id.Workspace, id.Agent)
+			h.cfg.Presence.Disconnect(id.Workspace, id.Agent)
+		}
 	}
 
 	c := newConn(h, id)
@@ -86,6 +104,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !canHijack(w) {
 		// Accept answers 501 itself.
 		websocket.Accept(w, r, opts)
+		abandon()
 		return
 	}
 	sb := &smallBuffers{ResponseWriter: w}
@@ -93,6 +112,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		// Accept has answered the request (not a WebSocket handshake).
 		h.log.Debug("upgrade failed", "ws", id.Workspace, "agent", id.Agent, "err", err)
+		abandon()
 		return
 	}
 	// The handshake is done, and with it the library's part: the hub reads
@@ -111,10 +131,27 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.raw.SetWriteDeadline(time.Now().Add(closeTimeout))
 		c.write(closeFrame(websocket.StatusGoingAway, "server shutting down"))
 		c.raw.Close()
+		abandon()
 		return
 	}
 	h.obs.ConnOpened()
 	c.start(since, resume)
+}
+
+// wantsWebSocket reports whether r asks for a WebSocket (a GET with
+// "Upgrade: websocket"); websocket.Accept checks the rest of the handshake.
+func wantsWebSocket(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	for _, v := range r.Header.Values("Upgrade") {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "websocket") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // refuse answers a request that gets no socket. reason, when set, is

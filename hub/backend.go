@@ -11,6 +11,9 @@ import (
 // cmd/presencehub passes it in.
 type Backend interface {
 	EnsureAgent(ctx context.Context, ws string, a queues.Agent) (queues.Agent, error)
+	// ConnectAgent is EnsureAgent for a connection that is opening: an
+	// agent it creates is online already (see queues.Store.ConnectAgent).
+	ConnectAgent(ctx context.Context, ws string, a queues.Agent) (got queues.Agent, created bool, err error)
 	Inbound(ctx context.Context, ws string, in queues.Inbound) (queues.Result, error)
 	Reply(ctx context.Context, ws string, by queues.Actor, conv, messageID, text string) (queues.Result, error)
 	Assign(ctx context.Context, ws string, by queues.Actor, conv, owner string, version uint64) (queues.Result, error)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -190,6 +191,76 @@ func TestAssignToOfflineAgentNotifiesOnNextConnect(t *testing.T) {
 	if read.Read != 3 {
 		t.Errorf("read: got %d, want 3", read.Read)
 	}
+}
+
+// An agent's first connection registers them and brings them online in
+// one change: the others see one presence event that carries the new
+// record, the agent's own hello already says online, and the tracker's
+// first transition, which follows, writes nothing more.
+func TestFirstConnectIsOneEvent(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+	seen := len(al.events(func(eventMsg) bool { return true })) + 1 // and dan's
+
+	dan := e.connect("acme", "dan")
+	if me := dan.hello().Me; me.Status != queues.StatusOnline || me.Name != "Dan" {
+		t.Errorf("dan's hello: me %+v, want online", me)
+	}
+	ev := al.waitEvent("dan online", isPresence("dan", queues.StatusOnline))
+	if ev.Presence.From != queues.StatusOffline || ev.Presence.Reason != queues.ReasonConnected ||
+		ev.Agent == nil || ev.Agent.ID != "dan" || ev.Agent.Name != "Dan" || ev.Agent.Status != queues.StatusOnline {
+		t.Errorf("dan's first connect: got presence %+v, record %+v", ev.Presence, ev.Agent)
+	}
+	never(t, 500*time.Millisecond, func() bool {
+		return len(al.events(func(eventMsg) bool { return true })) > seen
+	}, "al saw more than one event of dan's first connect")
+	if got := e.agentStatus("acme", "dan"); got != queues.StatusOnline {
+		t.Errorf("dan: got %s, want online", got)
+	}
+	if head := e.store.Head("acme"); head != ev.Seq {
+		t.Errorf("head %d after dan's first connect, want %d: something more was written", head, ev.Seq)
+	}
+}
+
+// A valid token whose handshake then fails registers a new agent online for
+// a moment; the tracker is told of the connection and its end, so the grace
+// takes them offline as for any console that dropped. A request that is no
+// WebSocket handshake at all registers them offline, and nobody sees them
+// online.
+func TestFailedHandshakeOfANewAgentEndsOffline(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	al := e.connect("acme", "al")
+
+	get := func(agent string, header http.Header) int {
+		req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/ws", nil)
+		req.Header = header
+		req.Header.Set("Authorization", "Bearer "+token(t, "acme", agent, queues.RoleAgent, time.Hour))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	// An upgrade without Sec-WebSocket-Key: Accept refuses it.
+	if code := get("eve", http.Header{"Connection": {"Upgrade"}, "Upgrade": {"websocket"}, "Sec-Websocket-Version": {"13"}}); code != http.StatusBadRequest {
+		t.Errorf("broken handshake: got %d, want 400", code)
+	}
+	al.waitEvent("eve online", isPresence("eve", queues.StatusOnline))
+	al.waitEventWithin(testGrace+3*time.Second, "eve offline after the grace", isPresence("eve", queues.StatusOffline))
+	if got := e.agentStatus("acme", "eve"); got != queues.StatusOffline {
+		t.Errorf("eve: got %s, want offline", got)
+	}
+
+	if code := get("fay", http.Header{}); code == http.StatusSwitchingProtocols {
+		t.Fatalf("plain GET: got a socket")
+	}
+	al.waitEvent("fay registered", func(ev eventMsg) bool {
+		return ev.Kind == queues.EventAgent && ev.Agent != nil && ev.Agent.ID == "fay" && ev.Agent.Status == queues.StatusOffline
+	})
+	never(t, 300*time.Millisecond, func() bool { return len(al.events(isPresence("fay", ""))) > 0 }, "fay was seen online")
 }
 
 func TestSecondTabKeepsAgentOnline(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/presencehub/presencehub/queues"
 )
@@ -241,10 +242,19 @@ func TestProtocolDocMatchesTheHub(t *testing.T) {
 	al.ok("subscribe", map[string]any{"view": "again", "queue": "new", "since": since}, nil)
 	bea.waitEvent("notification", func(ev eventMsg) bool { return ev.Kind == queues.EventNotification })
 	admin.ok("update_settings", map[string]any{"settings": map[string]any{"remove_ownership": on}}, nil)
-	e.connect("acme", "cy") // an agent event
+	e.connect("acme", "cy") // a first connection: one presence event
+	al.waitEvent("cy online", isPresence("cy", queues.StatusOnline))
+	// A token with another display name renames the agent: an agent event.
+	renamed, err := Mint(testSecret, Identity{Workspace: "acme", Agent: "cy", Name: "Cy Young", Role: queues.RoleAgent}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.dial(renamed).hello()
+	al.waitEvent("cy renamed", func(ev eventMsg) bool {
+		return ev.Kind == queues.EventAgent && ev.Agent != nil && ev.Agent.Name == "Cy Young"
+	})
 	bea.ok("logout", nil, nil)
 	al.waitEvent("bea offline", isPresence("bea", queues.StatusOffline))
-	al.waitEvent("cy online", isPresence("cy", queues.StatusOnline))
 
 	real := map[string]json.RawMessage{}
 	for _, cl := range []*client{al, bea} {

@@ -226,8 +226,12 @@ func TestRandomOperationsSurviveRestart(t *testing.T) {
 					if rng.IntN(4) == 0 {
 						a = Actor{ID: []string{"dan", "eve", "fay"}[rng.IntN(3)], Name: "Ann", Role: RoleAgent}
 					}
-					s.EnsureAgent(ctx, ws, Agent{ID: a.ID, Role: a.Role,
-						Name: []string{a.Name, "Zed", "Ann", "Sam"}[rng.IntN(4)]})
+					na := Agent{ID: a.ID, Role: a.Role, Name: []string{a.Name, "Zed", "Ann", "Sam"}[rng.IntN(4)]}
+					if rng.IntN(2) == 0 {
+						s.EnsureAgent(ctx, ws, na)
+					} else {
+						s.ConnectAgent(ctx, ws, na) // a new agent comes in online
+					}
 				case 8:
 					clk.Advance(time.Duration(rng.IntN(120)) * time.Second)
 					do(s, ctx, func(b *batch) (int, error) { return b.fireDue(), nil })

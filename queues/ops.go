@@ -32,49 +32,86 @@ func (s *Store) EnsureWorkspace(ctx context.Context, ws string) error {
 // updates their name and role, creating the workspace if needed. Presence
 // fields of a are ignored: only ApplyPresence changes them.
 func (s *Store) EnsureAgent(ctx context.Context, ws string, a Agent) (Agent, error) {
+	got, _, err := s.ensureAgent(ctx, ws, a, false)
+	return got, err
+}
+
+// ReasonConnected is the presence reason of an agent's first connection,
+// the one ConnectAgent records (the presence tracker's "connected").
+const ReasonConnected = "connected"
+
+// ConnectAgent is EnsureAgent for an agent whose connection is opening. An
+// agent the store does not know yet is created online (ReasonConnected),
+// with one presence event from offline to online that carries the new
+// record, instead of an agent event followed by the tracker's first
+// transition: one commit and one event where a first login took two of
+// each. created reports that the agent was new; the caller must then tell
+// the presence tracker of the connection, which finds nothing left to
+// write, or, if the connection never opens, of its connect and disconnect,
+// so that the grace takes the agent offline again. A known agent is left
+// as EnsureAgent leaves it.
+func (s *Store) ConnectAgent(ctx context.Context, ws string, a Agent) (got Agent, created bool, err error) {
+	return s.ensureAgent(ctx, ws, a, true)
+}
+
+func (s *Store) ensureAgent(ctx context.Context, ws string, a Agent, online bool) (Agent, bool, error) {
 	if err := ValidID("workspace", ws); err != nil {
-		return Agent{}, err
+		return Agent{}, false, err
 	}
 	if err := ValidID("agent", a.ID); err != nil {
-		return Agent{}, err
+		return Agent{}, false, err
 	}
 	if a.Role != RoleAgent && a.Role != RoleAdmin {
-		return Agent{}, invalid("role", "must be agent or admin")
+		return Agent{}, false, invalid("role", "must be agent or admin")
 	}
 	if a.Name == "" {
 		a.Name = a.ID
 	}
 	if len(a.Name) > 128 {
-		return Agent{}, invalid("name", "must be at most 128 bytes")
+		return Agent{}, false, invalid("name", "must be at most 128 bytes")
 	}
 	// Every connection ensures its agent: answer the common case, nothing
 	// to change, without a commit.
 	if got, err := s.Agent(ws, a.ID); err == nil && got.Name == a.Name && got.Role == a.Role {
-		return got, nil
+		return got, false, nil
 	}
-	return do(s, ctx, func(b *batch) (Agent, error) {
+	type result struct {
+		a       Agent
+		created bool
+	}
+	r, err := do(s, ctx, func(b *batch) (result, error) {
 		t, err := b.ws(ws, true)
 		if err != nil {
-			return Agent{}, err
+			return result{}, err
 		}
 		prev, ok := t.agent(a.ID)
 		if ok && prev.Name == a.Name && prev.Role == a.Role {
-			return *prev, nil
+			return result{a: *prev}, nil
 		}
+		now := t.b.s.now()
 		var next Agent
-		if ok {
+		switch {
+		case ok:
 			next = *prev
 			next.Name, next.Role = a.Name, a.Role
-		} else {
-			now := t.b.s.now()
+		case online:
+			next = Agent{ID: a.ID, Name: a.Name, Role: a.Role, Status: StatusOnline,
+				StatusReason: ReasonConnected, StatusSince: now}
+		default:
 			next = Agent{ID: a.ID, Name: a.Name, Role: a.Role, Status: StatusOffline,
 				StatusSince: now, OfflineSince: now}
 		}
 		t.putAgent(prev, &next)
 		rec := next
-		t.emit(Event{Kind: EventAgent, Actor: System, Agent: &rec})
-		return next, nil
+		if !ok && online {
+			ch := &PresenceChange{Agent: a.ID, From: StatusOffline, To: StatusOnline, Reason: ReasonConnected}
+			t.emit(Event{Kind: EventPresence, At: now, Actor: System, Reason: ReasonConnected, Presence: ch, Agent: &rec})
+		} else {
+			t.emit(Event{Kind: EventAgent, Actor: System, Agent: &rec})
+		}
+		return result{a: next, created: !ok}, nil
 	})
+	return r.a, r.created, err
 }
 
 // Inbound delivers a customer message, creating the conversation (and the

@@ -573,6 +573,54 @@ func TestEnsureAgent(t *testing.T) {
 	}
 }
 
+func TestConnectAgentCreatesOnlineInOneEvent(t *testing.T) {
+	f := newFixture(t)
+	head := f.s.Head("newco")
+	a, created, err := f.s.ConnectAgent(f.ctx, "newco", Agent{ID: "dan", Name: "Dan", Role: RoleAgent})
+	if err != nil || !created || a.Status != StatusOnline || a.StatusReason != ReasonConnected ||
+		a.StatusSince.IsZero() || !a.OfflineSince.IsZero() {
+		t.Fatalf("new agent: got %+v created=%v %v", a, created, err)
+	}
+	evs, _, err := f.s.EventsSince("newco", head, 100)
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("events of a first connect: got %d %v, want 1", len(evs), err)
+	}
+	ev := evs[0]
+	if ev.Kind != EventPresence || ev.Agent == nil || *ev.Agent != a || ev.Presence == nil ||
+		*ev.Presence != (PresenceChange{Agent: "dan", From: StatusOffline, To: StatusOnline, Reason: ReasonConnected}) {
+		t.Errorf("event: got %+v presence %+v agent %+v", ev, ev.Presence, ev.Agent)
+	}
+	if got, _ := f.s.Agent("newco", "dan"); got != a {
+		t.Errorf("stored: got %+v, want %+v", got, a)
+	}
+
+	// The tracker's first transition then finds nothing to write.
+	head = f.s.Head("newco")
+	if got, err := f.s.ApplyPresence(f.ctx, "newco", PresenceUpdate{Agent: "dan", Status: StatusOnline, Reason: ReasonConnected}); err != nil || got != a || f.s.Head("newco") != head {
+		t.Errorf("tracker's connect after it: got %+v %v, head %d->%d", got, err, head, f.s.Head("newco"))
+	}
+
+	// A known agent is EnsureAgent's business: nothing, or an agent event.
+	if got, created, _ := f.s.ConnectAgent(f.ctx, "newco", Agent{ID: "dan", Name: "Dan", Role: RoleAgent}); created || got != a || f.s.Head("newco") != head {
+		t.Errorf("known agent: got %+v created=%v, head %d->%d", got, created, head, f.s.Head("newco"))
+	}
+	got, created, _ := f.s.ConnectAgent(f.ctx, "newco", Agent{ID: "dan", Name: "Daniel", Role: RoleAgent})
+	if created || got.Name != "Daniel" || got.Status != StatusOnline || f.s.Head("newco") != head+1 {
+		t.Errorf("rename: got %+v created=%v", got, created)
+	}
+	if evs, _, _ := f.s.EventsSince("newco", head, 100); len(evs) != 1 || evs[0].Kind != EventAgent {
+		t.Errorf("rename: got events %+v, want one agent event", evs)
+	}
+	// An agent that went offline comes back through the tracker, not here.
+	f.s.ApplyPresence(f.ctx, "newco", PresenceUpdate{Agent: "dan", Status: StatusOffline, Reason: "logout"})
+	if got, created, _ := f.s.ConnectAgent(f.ctx, "newco", Agent{ID: "dan", Name: "Daniel", Role: RoleAgent}); created || got.Status != StatusOffline {
+		t.Errorf("known offline agent: got %+v created=%v", got, created)
+	}
+	if _, _, err := f.s.ConnectAgent(f.ctx, "newco", Agent{ID: "x", Role: RoleService}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("service role: got %v, want ErrInvalid", err)
+	}
+}
+
 func TestStats(t *testing.T) {
 	f := newFixture(t)
 	f.online(alice)
