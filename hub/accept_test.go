@@ -227,12 +227,26 @@ func TestUpgradeHasNoDateHeader(t *testing.T) {
 // TestUpgradeIsHeldForTheHello: the 101 is not written as the connection
 // is hijacked (net/http did, in a write of its own) but kept, for the hub
 // to send in one write with the hello: until then the client reads
-// nothing, and then it reads a complete 101 followed by the frame.
+// nothing, and then it reads a complete 101 followed by the frame. Both
+// writers do it: the blocking one (conn.write) and the inline one
+// (writeBatchNow), which here meets a send buffer too small for the
+// frame and leaves the rest for writeLoop, as on a slow client.
 func TestUpgradeIsHeldForTheHello(t *testing.T) {
+	for _, inline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) { testUpgradeIsHeld(t, inline) })
+	}
+}
+
+func testUpgradeIsHeld(t *testing.T, inline bool) {
 	accepted, proceed := make(chan *smallBuffers, 1), make(chan struct{})
 	var once sync.Once
 	release := func() { once.Do(func() { close(proceed) }) }
 	defer release() // a failed test must not leave the handler waiting
+	hello := []byte(`{"type":"hello"}`)
+	if inline {
+		// Larger than any send buffer the kernel allows for 4 KiB asked.
+		hello = fmt.Appendf(nil, `{"type":"hello","pad":%q}`, strings.Repeat("x", 1<<20))
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sb := &smallBuffers{ResponseWriter: w}
 		ws, err := websocket.Accept(sb, r, &websocket.AcceptOptions{Subprotocols: []string{Subprotocol}})
@@ -243,9 +257,23 @@ func TestUpgradeIsHeldForTheHello(t *testing.T) {
 		ws.CloseNow()
 		accepted <- sb
 		<-proceed
-		c := &conn{raw: sb.conn, upgrade: sb.response}
-		frame, _ := frameOf([]byte(`{"type":"hello"}`))
-		if err := c.write(frame); err != nil {
+		c := &conn{h: &Hub{obs: nopObserver{}, cfg: Config{WriteTimeout: 5 * time.Second}}, raw: sb.conn, upgrade: sb.response}
+		frame, _ := frameOf(hello)
+		if !inline {
+			if err := c.write(frame); err != nil {
+				t.Error(err)
+			}
+			sb.conn.Close()
+			return
+		}
+		sb.conn.(*net.TCPConn).SetWriteBuffer(4096)
+		c.rc, _ = sb.conn.(*net.TCPConn).SyscallConn()
+		msgs := []outMsg{{frame: frame}}
+		done, rest, err := c.writeBatchNow(msgs)
+		if err != nil || done != 1 || rest == nil || c.upgrade != nil {
+			t.Errorf("inline: done %d, rest %d bytes, upgrade kept %v, %v; want the 101 and part of the frame written", done, len(rest), c.upgrade != nil, err)
+		}
+		if err := c.writeBatch(rest, nil); err != nil {
 			t.Error(err)
 		}
 		sb.conn.Close()
@@ -272,6 +300,9 @@ func TestUpgradeIsHeldForTheHello(t *testing.T) {
 		t.Fatalf("the client read %d bytes (%v) before the hub wrote: the 101 went out on its own", n, err)
 	}
 	release()
+	if inline {
+		time.Sleep(100 * time.Millisecond) // let the hub fill its send buffer first
+	}
 	s.SetReadDeadline(time.Now().Add(5 * time.Second))
 	br := bufio.NewReader(s)
 	resp, err := http.ReadResponse(br, nil)
@@ -283,7 +314,7 @@ func TestUpgradeIsHeldForTheHello(t *testing.T) {
 		resp.Header.Get("Sec-Websocket-Protocol") != Subprotocol {
 		t.Errorf("101: %d %v", resp.StatusCode, resp.Header)
 	}
-	if payload, err := readFrame(br); err != nil || string(payload) != `{"type":"hello"}` {
-		t.Errorf("after the 101: %q, %v; want the hello frame", payload, err)
+	if payload, err := readFrame(br); err != nil || !bytes.Equal(payload, hello) {
+		t.Errorf("after the 101: %d bytes, %v; want the hello frame (%d bytes)", len(payload), err, len(hello))
 	}
 }

@@ -42,9 +42,10 @@ type conn struct {
 	// upgrade is the 101 response, until the first write sends it ahead of
 	// the first frame (normally the hello). Set before the connection is
 	// registered; then only the writer of the moment (c.writing) uses it.
-	// Blocking writes go through conn.write, which sends it first; the
-	// inline writer, which writes through rc, leaves a connection that
-	// still has it to writeLoop.
+	// Both writers send it first, in the same system call as the frame:
+	// blocking writes through conn.write, the inline writer through
+	// writevNow. The hello is written inline by the goroutine that
+	// prepared it, so a connect starts no writer goroutine.
 	upgrade []byte
 	rc      syscall.RawConn // raw's, for writes that must not block; nil if it has none
 	tw      tryWrite        // the inline writer's state (writer.go); the writer's alone
@@ -483,7 +484,7 @@ func (c *conn) hello(since uint64, resume bool) error {
 	start := c.kickLocked()
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop(nil) // ends when the queue is drained
+		c.writeInline()
 	}
 	return nil
 }
@@ -735,7 +736,7 @@ func (c *conn) activate(act *activation, reply []byte) {
 	start := c.kickLocked()
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop(nil) // ends when the queue is drained
+		c.writeInline()
 	}
 }
 
@@ -749,7 +750,7 @@ func (c *conn) dropView(v *view) {
 	start := c.kickLocked()
 	c.mu.Unlock()
 	if start {
-		go c.writeLoop(nil) // ends when the queue is drained
+		c.writeInline()
 	}
 }
 

@@ -9,5 +9,8 @@ type tryWrite struct{}
 // writeNow writes nothing: the writer goroutine does.
 func (c *conn) writeNow(b []byte) (int, error) { return 0, nil }
 
+// writevNow writes nothing either.
+func (c *conn) writevNow(pre, b []byte) (int, error) { return 0, nil }
+
 // readSome reads with a blocking Read, holding a buffer while it waits.
 func (c *conn) readSome() (*[]byte, int, error) { return c.readBlocking() }

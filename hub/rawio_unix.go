@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // tryWrite writes to a socket without ever waiting: what the kernel's send
@@ -14,6 +16,7 @@ import (
 // goes through syscall.RawConn.Write, which holds the socket's write lock,
 // so it never interleaves with another write on the socket.
 type tryWrite struct {
+	pre []byte // written ahead of b in the same call (writev), if set
 	b   []byte
 	n   int
 	err error
@@ -22,7 +25,13 @@ type tryWrite struct {
 
 func (t *tryWrite) do(fd uintptr) bool {
 	for {
-		n, err := syscall.Write(int(fd), t.b)
+		var n int
+		var err error
+		if t.pre != nil {
+			n, err = unix.Writev(int(fd), [][]byte{t.pre, t.b})
+		} else {
+			n, err = syscall.Write(int(fd), t.b)
+		}
 		if err == syscall.EINTR {
 			continue
 		}
@@ -34,15 +43,19 @@ func (t *tryWrite) do(fd uintptr) bool {
 // writeNow writes what of b the socket takes without blocking. It reports
 // how much that was, and an error only when the socket failed: a full send
 // buffer is no error, just a short count.
-func (c *conn) writeNow(b []byte) (int, error) {
+func (c *conn) writeNow(b []byte) (int, error) { return c.writevNow(nil, b) }
+
+// writevNow is writeNow of pre and then b, in one system call; the count
+// is of both.
+func (c *conn) writevNow(pre, b []byte) (int, error) {
 	t := &c.tw
 	if t.fn == nil {
 		t.fn = t.do
 	}
-	t.b = b
+	t.pre, t.b = pre, b
 	err := c.rc.Write(t.fn)
 	n, werr := t.n, t.err
-	t.b, t.n, t.err = nil, 0, nil
+	t.pre, t.b, t.n, t.err = nil, nil, 0, nil
 	if err != nil {
 		return 0, err
 	}

@@ -411,7 +411,7 @@ func (c *conn) writeLoop(pending []byte) {
 // block hands the rest, and the count, to a writer goroutine (writeLoop),
 // as does a close, whose handshake waits for the peer.
 func (c *conn) writeInline() {
-	if c.rc == nil || c.upgrade != nil {
+	if c.rc == nil {
 		go c.writeLoop(nil) // ends when the queue is drained
 		return
 	}
@@ -517,18 +517,24 @@ func (c *conn) writeBatchNow(msgs []outMsg) (done int, rest []byte, err error) {
 			return len(msgs), nil, nil
 		}
 		frame, n := nextFrame(&buf, msgs[done:])
-		w, err := c.writeNow(frame)
+		// The 101, while it has not gone out, goes in the same call.
+		up := c.upgrade
+		w, err := c.writevNow(up, frame)
 		if err != nil {
 			return done, nil, err
 		}
 		if w == 0 {
 			return done, nil, nil
 		}
+		c.upgrade = nil
 		if !msgs[done].control {
 			c.h.obs.Sent(n)
 		}
 		done += n
-		if w < len(frame) {
+		if w < len(up) {
+			return done, append(bytes.Clone(up[w:]), frame...), nil
+		}
+		if w -= len(up); w < len(frame) {
 			return done, bytes.Clone(frame[w:]), nil
 		}
 	}
