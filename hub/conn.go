@@ -467,10 +467,17 @@ func (c *conn) hello(since uint64, resume bool) error {
 			return err
 		}
 	}
-	wire, err := appendHello(nil, &msg)
+	// Built in a pooled buffer, after room for the frame header, and
+	// framed in place: the writer sends it without a copy, and release
+	// returns the buffer once it is written.
+	buf := helloPool.Get().(*[]byte)
+	wire, err := appendHello(append((*buf)[:0], make([]byte, maxFrameHeader)...), &msg)
 	if err != nil {
+		helloPool.Put(buf)
 		return err
 	}
+	*buf = wire
+	hello := outMsg{b: wire[maxFrameHeader:], frame: framed(wire), own: buf}
 	shown := make(map[uint64]bool, len(msg.Notifications.Items))
 	for _, n := range msg.Notifications.Items {
 		shown[n.Seq] = true
@@ -479,7 +486,7 @@ func (c *conn) hello(since uint64, resume bool) error {
 	c.mu.Lock()
 	c.floor = msg.Seq
 	c.q.dropThrough(msg.Seq, shown)
-	c.q.pushFront(outMsg{b: wire})
+	c.q.pushFront(hello)
 	c.held = false
 	start := c.kickLocked()
 	c.mu.Unlock()

@@ -42,6 +42,9 @@ type outMsg struct {
 	// control marks a ping or pong: frame is the whole control frame, b is
 	// empty, and it is never packed with messages.
 	control bool
+	// own, for a hello, is the helloPool buffer that holds b and frame,
+	// returned by release once the message is written or dropped.
+	own *[]byte
 }
 
 // sendQueue is a connection's outgoing messages, oldest first. Its methods
@@ -115,10 +118,31 @@ func (q *sendQueue) take() []outMsg {
 // drop discards everything queued.
 func (q *sendQueue) drop() {
 	if q.msgs != nil {
+		release(q.msgs)
 		recycle(q.msgs)
 		q.msgs = nil
 	}
 }
+
+// release returns the buffers of messages that are written, or dropped
+// for good, to their pool. Only a writer that took them, or drop, calls
+// it: a message still queued anywhere must not be released.
+func release(msgs []outMsg) {
+	for i := range msgs {
+		if b := msgs[i].own; b != nil {
+			msgs[i].own = nil
+			if cap(*b) <= maxPooledRoster {
+				*b = (*b)[:0]
+				helloPool.Put(b)
+			}
+		}
+	}
+}
+
+// helloPool holds the buffers hellos are built in: a hello is a few
+// kilobytes per agent of the workspace, written once and then garbage,
+// which in a storm of connects was a quarter of the hub's allocation.
+var helloPool = sync.Pool{New: func() any { return new([]byte) }}
 
 // recycle returns a taken slice to msgPool.
 func recycle(m []outMsg) {
@@ -395,6 +419,7 @@ func (c *conn) writeLoop(pending []byte) {
 		err := c.writeBatch(pending, batch)
 		pending = nil
 		if batch != nil {
+			release(batch)
 			recycle(batch)
 		}
 		if err != nil {
@@ -433,6 +458,7 @@ func (c *conn) writeInline() {
 
 		done, rest, err := c.writeBatchNow(batch)
 		if err != nil {
+			release(batch)
 			recycle(batch)
 			c.writeFailed(err)
 			c.wg.Done()
@@ -442,10 +468,12 @@ func (c *conn) writeInline() {
 			c.mu.Lock()
 			c.q.requeue(batch[done:])
 			c.mu.Unlock()
+			release(batch[:done])
 			recycle(batch)
 			go c.writeLoop(rest) // ends when the queue is drained
 			return
 		}
+		release(batch)
 		recycle(batch)
 	}
 }
