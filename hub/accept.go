@@ -70,20 +70,17 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// connection, so every way out before start tells it (abandon).
 	// A request that is no WebSocket handshake at all only registers the
 	// agent: Accept refuses it below, and nobody should see them online.
-	ctx, cancel := context.WithTimeout(r.Context(), ensureTimeout)
+	// A client that gives up meanwhile does not cancel the commit.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), ensureTimeout)
 	agent := queues.Agent{ID: id.Agent, Name: id.Name, Role: id.Role}
+	connecting := wantsWebSocket(r)
 	var created bool
-	if wantsWebSocket(r) {
+	if connecting {
 		_, created, err = h.cfg.Backend.ConnectAgent(ctx, id.Workspace, agent)
 	} else {
 		_, err = h.cfg.Backend.EnsureAgent(ctx, id.Workspace, agent)
 	}
 	cancel()
-	if err != nil {
-		h.log.Warn("connect: agent not registered", "ws", id.Workspace, "agent", id.Agent, "err", err)
-		h.refuse(w, http.StatusServiceUnavailable, codeUnavailable, "the store cannot take connections right now; retry later", "")
-		return
-	}
 	abandon := func() {
 		if created {
 			// Online in the store with no connection: as for a console
@@ -91,6 +88,28 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.cfg.Presence.Connect(id.Workspace, id.Agent)
 			h.cfg.Presence.Disconnect(id.Workspace, id.Agent)
 		}
+	}
+	if err != nil {
+		if connecting {
+			// The change may still commit after the wait here ended (its
+			// write was under way), a new agent online included, and the
+			// tracker would never hear of them. EnsureAgent settles it: it
+			// runs after that change, if the change ran at all, and else
+			// creates the agent offline. An agent the store has online or
+			// away then gets a connection that opened and closed: for one
+			// with other connections that changes nothing, and for one
+			// without it starts the grace.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), ensureTimeout)
+			a, aerr := h.cfg.Backend.EnsureAgent(ctx, id.Workspace, agent)
+			cancel()
+			if aerr != nil || a.Status != queues.StatusOffline {
+				created = true
+				abandon()
+			}
+		}
+		h.log.Warn("connect: agent not registered", "ws", id.Workspace, "agent", id.Agent, "err", err)
+		h.refuse(w, http.StatusServiceUnavailable, codeUnavailable, "the store cannot take connections right now; retry later", "")
+		return
 	}
 
 	c := newConn(h, id)

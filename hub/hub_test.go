@@ -263,6 +263,56 @@ func TestFailedHandshakeOfANewAgentEndsOffline(t *testing.T) {
 	never(t, 300*time.Millisecond, func() bool { return len(al.events(isPresence("fay", ""))) > 0 }, "fay was seen online")
 }
 
+// lateConnect is a store whose ConnectAgent, for gus, reports a timeout:
+// after committing the change (its write outlived the caller's wait), or
+// without running it at all.
+type lateConnect struct {
+	Backend
+	committed bool
+}
+
+func (l *lateConnect) ConnectAgent(ctx context.Context, ws string, a queues.Agent) (queues.Agent, bool, error) {
+	if a.ID != "gus" {
+		return l.Backend.ConnectAgent(ctx, ws, a)
+	}
+	if l.committed {
+		l.Backend.ConnectAgent(ctx, ws, a)
+	}
+	return queues.Agent{}, false, context.DeadlineExceeded
+}
+
+// A first connect whose store call timed out may still have created the
+// agent online: the tracker is then told of a connection that opened and
+// closed, so the grace takes them offline rather than leaving them online
+// for good. If the change never ran, the agent is registered offline and
+// nobody sees them online.
+func TestTimedOutFirstConnectEndsOffline(t *testing.T) {
+	for _, committed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("committed=%v", committed), func(t *testing.T) {
+			late := &lateConnect{committed: committed}
+			e := newEnv(t, func(c *Config) { late.Backend = c.Backend; c.Backend = late })
+			e.workspace("acme", queues.SettingsPatch{})
+			al := e.connect("acme", "al")
+
+			if code, _ := e.refusal(token(t, "acme", "gus", queues.RoleAgent, time.Hour), nil); code != http.StatusServiceUnavailable {
+				t.Errorf("timed-out connect: got %d, want 503", code)
+			}
+			if committed {
+				al.waitEvent("gus online", isPresence("gus", queues.StatusOnline))
+				al.waitEventWithin(testGrace+3*time.Second, "gus offline after the grace", isPresence("gus", queues.StatusOffline))
+			} else {
+				al.waitEvent("gus registered", func(ev eventMsg) bool {
+					return ev.Kind == queues.EventAgent && ev.Agent != nil && ev.Agent.ID == "gus"
+				})
+				never(t, testGrace+time.Second, func() bool { return len(al.events(isPresence("gus", ""))) > 0 }, "gus was seen online")
+			}
+			if got := e.agentStatus("acme", "gus"); got != queues.StatusOffline {
+				t.Errorf("gus: got %s, want offline", got)
+			}
+		})
+	}
+}
+
 func TestSecondTabKeepsAgentOnline(t *testing.T) {
 	e := newEnv(t)
 	e.workspace("acme", queues.SettingsPatch{})

@@ -24,9 +24,9 @@ type outMsg struct {
 	// b is the message's JSON. An event's bytes are the store's Wire,
 	// shared by every recipient and never modified.
 	b []byte
-	// frame, for an event, is b as a whole WebSocket frame, prepared once
-	// for all recipients (frame.go); nil for hello and replies, which the
-	// writer frames itself.
+	// frame is b as a whole WebSocket frame: for an event, prepared once
+	// for all recipients (frame.go); for a hello, framed in place in its
+	// pooled buffer; nil for replies, which the writer frames itself.
 	frame []byte
 	// seq is the event's sequence number; 0 for hello and replies.
 	seq uint64
@@ -521,7 +521,7 @@ func (c *conn) writeFailed(err error) {
 // else what pack builds in *buf (taken from framePool on first use).
 func nextFrame(buf **[]byte, msgs []outMsg) ([]byte, int) {
 	if msgs[0].control || (len(msgs) == 1 && msgs[0].frame != nil) {
-		return msgs[0].frame, 1 // the common case: one event, prepared
+		return msgs[0].frame, 1 // the common case: one event (or a hello), prepared
 	}
 	if *buf == nil {
 		*buf = framePool.Get().(*[]byte)
