@@ -74,8 +74,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), ensureTimeout)
 	agent := queues.Agent{ID: id.Agent, Name: id.Name, Role: id.Role}
 	connecting := wantsWebSocket(r)
-	var created bool
+	var created, known bool
 	if connecting {
+		_, aerr := h.cfg.Backend.Agent(id.Workspace, id.Agent)
+		known = aerr == nil
 		_, created, err = h.cfg.Backend.ConnectAgent(ctx, id.Workspace, agent)
 	} else {
 		_, err = h.cfg.Backend.EnsureAgent(ctx, id.Workspace, agent)
@@ -90,18 +92,25 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		if connecting {
-			// The change may still commit after the wait here ended (its
-			// write was under way), a new agent online included, and the
-			// tracker would never hear of them. EnsureAgent settles it: it
-			// runs after that change, if the change ran at all, and else
-			// creates the agent offline. An agent the store has online or
-			// away then gets a connection that opened and closed: for one
-			// with other connections that changes nothing, and for one
-			// without it starts the grace.
+		if connecting && !known && errors.Is(err, context.DeadlineExceeded) {
+			// A change whose write was under way when the wait here ended
+			// still commits: a new agent may be online, and the tracker
+			// would never hear of them. (A known agent is never made
+			// online here, and a failed batch commits nothing.)
+			// EnsureAgent settles it: it runs after that change, if the
+			// change ran at all, and else registers the agent offline. If
+			// they are online, they were created by this request or by
+			// another first connection of theirs running alongside, whose
+			// own connect the tracker hears too: a connection that opened
+			// and closed then starts the grace, or changes nothing. If
+			// EnsureAgent fails as well, the tracker is told all the same:
+			// an error in the log is better than an agent online for good.
 			ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), ensureTimeout)
 			a, aerr := h.cfg.Backend.EnsureAgent(ctx, id.Workspace, agent)
 			cancel()
+			if aerr != nil {
+				h.log.Warn("connect: agent not settled after a timeout", "ws", id.Workspace, "agent", id.Agent, "err", aerr)
+			}
 			if aerr != nil || a.Status != queues.StatusOffline {
 				created = true
 				abandon()

@@ -268,7 +268,15 @@ func TestFailedHandshakeOfANewAgentEndsOffline(t *testing.T) {
 // without running it at all.
 type lateConnect struct {
 	Backend
-	committed bool
+	committed  bool
+	failEnsure bool // EnsureAgent, for gus, fails too
+}
+
+func (l *lateConnect) EnsureAgent(ctx context.Context, ws string, a queues.Agent) (queues.Agent, error) {
+	if a.ID == "gus" && l.failEnsure {
+		return queues.Agent{}, context.DeadlineExceeded
+	}
+	return l.Backend.EnsureAgent(ctx, ws, a)
 }
 
 func (l *lateConnect) ConnectAgent(ctx context.Context, ws string, a queues.Agent) (queues.Agent, bool, error) {
@@ -310,6 +318,31 @@ func TestTimedOutFirstConnectEndsOffline(t *testing.T) {
 				t.Errorf("gus: got %s, want offline", got)
 			}
 		})
+	}
+}
+
+// A known agent is never made online by the store call of a connect, so
+// one that times out (here a rename, the token carrying a new name) leaves
+// presence alone, even when the store stays slow: an offline agent stays
+// offline, and nobody sees them.
+func TestTimedOutConnectOfAKnownAgentChangesNoPresence(t *testing.T) {
+	late := &lateConnect{committed: true}
+	e := newEnv(t, func(c *Config) { late.Backend = c.Backend; c.Backend = late })
+	e.workspace("acme", queues.SettingsPatch{})
+	late.failEnsure = true
+	if _, err := e.store.EnsureAgent(context.Background(), "acme", queues.Agent{ID: "gus", Name: "Gustav", Role: queues.RoleAgent}); err != nil {
+		t.Fatal(err)
+	}
+	al := e.connect("acme", "al")
+	if code, _ := e.refusal(token(t, "acme", "gus", queues.RoleAgent, time.Hour), nil); code != http.StatusServiceUnavailable {
+		t.Errorf("timed-out connect: got %d, want 503", code)
+	}
+	al.waitEvent("gus renamed", func(ev eventMsg) bool {
+		return ev.Kind == queues.EventAgent && ev.Agent != nil && ev.Agent.ID == "gus" && ev.Agent.Name == "Gus"
+	})
+	never(t, testGrace+time.Second, func() bool { return len(al.events(isPresence("gus", ""))) > 0 }, "gus was seen online")
+	if got := e.agentStatus("acme", "gus"); got != queues.StatusOffline {
+		t.Errorf("gus: got %s, want offline", got)
 	}
 }
 
