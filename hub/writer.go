@@ -131,7 +131,7 @@ func release(msgs []outMsg) {
 	for i := range msgs {
 		if b := msgs[i].own; b != nil {
 			msgs[i].own = nil
-			if cap(*b) <= maxPooledRoster {
+			if cap(*b) <= maxPooledRoster { // a hello is mostly its roster
 				*b = (*b)[:0]
 				helloPool.Put(b)
 			}

@@ -43,6 +43,15 @@ func (nopCloser) CloseAgent(string, string, websocket.StatusCode, string) {}
 // TestPresenceSinkKeepsEachAgentsOrder pushes interleaved updates for many
 // agents, as the tracker would during a burst of logins and tab closes, and
 // checks every agent's transitions were committed in the order pushed.
+// The store records a new agent's first connection with the reason the
+// tracker gives it: the two must say the same, for the events, the audit
+// and the metrics' reason label.
+func TestFirstConnectReasonIsTheTrackers(t *testing.T) {
+	if string(presence.ReasonConnected) != queues.ReasonConnected {
+		t.Errorf("queues.ReasonConnected %q, presence.ReasonConnected %q", queues.ReasonConnected, presence.ReasonConnected)
+	}
+}
+
 func TestPresenceSinkKeepsEachAgentsOrder(t *testing.T) {
 	store, err := queues.Open(queues.Options{InMemory: true})
 	if err != nil {
