@@ -6,10 +6,7 @@ package hub
 // goes through a writer goroutine.
 type tryWrite struct{}
 
-// writeNow writes nothing: the writer goroutine does.
-func (c *conn) writeNow(b []byte) (int, error) { return 0, nil }
-
-// writevNow writes nothing either.
+// writevNow writes nothing: the writer goroutine does.
 func (c *conn) writevNow(pre, b []byte) (int, error) { return 0, nil }
 
 // readSome reads with a blocking Read, holding a buffer while it waits.

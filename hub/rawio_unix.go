@@ -40,13 +40,10 @@ func (t *tryWrite) do(fd uintptr) bool {
 	}
 }
 
-// writeNow writes what of b the socket takes without blocking. It reports
-// how much that was, and an error only when the socket failed: a full send
+// writevNow writes what of pre and then b (pre may be nil) the socket
+// takes without blocking, in one system call. It reports how much that
+// was, of both, and an error only when the socket failed: a full send
 // buffer is no error, just a short count.
-func (c *conn) writeNow(b []byte) (int, error) { return c.writevNow(nil, b) }
-
-// writevNow is writeNow of pre and then b, in one system call; the count
-// is of both.
 func (c *conn) writevNow(pre, b []byte) (int, error) {
 	t := &c.tw
 	if t.fn == nil {
