@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -207,5 +208,61 @@ func TestReadLoopCountsWithoutParsing(t *testing.T) {
 	}, func(error) { bad++ })
 	if counted != 2 || parsed != 0 || bad != 2 {
 		t.Errorf("counted %d, parsed %d, bad %d; want 2, 0 and 2", counted, parsed, bad)
+	}
+}
+
+// connectFleet's workers open every member once, more members than
+// workers, and a member the hub refuses once is retried.
+func TestConnectFleetOpensEveryMemberOnce(t *testing.T) {
+	var mu sync.Mutex // guards seen and refused
+	seen := map[string]int{}
+	refused := false
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := r.Header.Get("Authorization")
+		mu.Lock()
+		if !refused {
+			refused = true
+			mu.Unlock()
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		seen[tok]++
+		mu.Unlock()
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"presencehub.v1"}})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"hello","v":1,"seq":1,"agents":[],"missed":[]}`))
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	e := testEnv(t, srv.URL)
+	const n = 23 // workers: testEnv's concurrency, 4
+	f, err := e.connectFleet(context.Background(), n, func(i int) (int, string) { return i % 3, "a" + strconv.Itoa(i) },
+		false, false, func(int, *message, time.Duration) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	for i, m := range f.members {
+		if m.c == nil {
+			t.Errorf("member %d is not connected", i)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != n {
+		t.Errorf("the hub saw %d distinct agents, want %d", len(seen), n)
+	}
+	for tok, k := range seen {
+		if k != 1 {
+			t.Errorf("token %.20s… connected %d times", tok, k)
+		}
+	}
+	if f.retries.Load() != 1 {
+		t.Errorf("%d retries, want the refused one", f.retries.Load())
 	}
 }
