@@ -103,6 +103,7 @@ type readerState struct {
 	badSince     time.Time // start of that window
 	activate     *activation
 	frames       readState     // the frame parser's (reader.go)
+	tr           tryRead       // readSome's (rawio_*.go)
 	answered     chan struct{} // a request's worker signals here (buffered 1); made at the first request
 }
 

@@ -6,6 +6,9 @@ package hub
 // goes through a writer goroutine.
 type tryWrite struct{}
 
+// tryRead is unused: every read blocks.
+type tryRead struct{}
+
 // writevNow writes nothing: the writer goroutine does.
 func (c *conn) writevNow(pre, b []byte) (int, error) { return 0, nil }
 

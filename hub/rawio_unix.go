@@ -62,6 +62,34 @@ func (c *conn) writevNow(pre, b []byte) (int, error) {
 	return n, nil
 }
 
+// tryRead is readSome's state, kept in the connection (readerState) so
+// that a read allocates nothing: a closure over locals put four objects on
+// the heap for every read, and kept them there while the reader waited.
+type tryRead struct {
+	buf *[]byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // do, bound once per connection
+}
+
+func (t *tryRead) do(fd uintptr) bool {
+	if t.buf == nil {
+		t.buf = readPool.Get().(*[]byte)
+	}
+	for {
+		t.n, t.err = syscall.Read(int(fd), *t.buf)
+		if t.err != syscall.EINTR {
+			break
+		}
+	}
+	if t.err == syscall.EAGAIN {
+		readPool.Put(t.buf)
+		t.buf = nil
+		return false // wait until the socket is readable
+	}
+	return true
+}
+
 // readSome waits until the socket has bytes to read and reads what is
 // there into a buffer from readPool, which the caller puts back. While it
 // waits it holds no buffer: RawConn.Read parks the goroutine on the
@@ -70,28 +98,13 @@ func (c *conn) readSome() (*[]byte, int, error) {
 	if c.rc == nil {
 		return c.readBlocking()
 	}
-	var (
-		buf  *[]byte
-		n    int
-		rerr error
-	)
-	err := c.rc.Read(func(fd uintptr) bool {
-		if buf == nil {
-			buf = readPool.Get().(*[]byte)
-		}
-		for {
-			n, rerr = syscall.Read(int(fd), *buf)
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr == syscall.EAGAIN {
-			readPool.Put(buf)
-			buf = nil
-			return false // wait until the socket is readable
-		}
-		return true
-	})
+	t := &c.rd.tr
+	if t.fn == nil {
+		t.fn = t.do
+	}
+	err := c.rc.Read(t.fn)
+	buf, n, rerr := t.buf, t.n, t.err
+	t.buf, t.n, t.err = nil, 0, nil
 	if err == nil && rerr == nil && n == 0 {
 		err = io.EOF
 	}
