@@ -471,10 +471,10 @@ func (c *conn) hello(since uint64, resume bool) error {
 	// Built in a pooled buffer, after room for the frame header, and
 	// framed in place: the writer sends it without a copy, and release
 	// returns the buffer once it is written.
-	buf := helloPool.Get().(*[]byte)
+	buf := builtPool.Get().(*[]byte)
 	wire, err := appendHello(append((*buf)[:0], make([]byte, maxFrameHeader)...), &msg)
 	if err != nil {
-		helloPool.Put(buf)
+		builtPool.Put(buf)
 		return err
 	}
 	*buf = wire
@@ -704,9 +704,14 @@ func (c *conn) reply(id json.RawMessage, result any, rerr *replyError) {
 	}
 	var b []byte
 	var err error
-	if cr, ok := result.(convResult); ok && rerr == nil && plainID(id) {
-		// The answer to every conversation change: by hand.
-		b = appendConvReply(make([]byte, 0, 384), id, &cr)
+	if cr, ok := result.(convResult); ok && rerr == nil && plainID(id) && c.rd.activate == nil {
+		// The answer to every conversation change: by hand, in a pooled
+		// buffer framed in place, as hello is.
+		buf := builtPool.Get().(*[]byte)
+		wire := appendConvReply(append((*buf)[:0], make([]byte, maxFrameHeader)...), id, &cr)
+		*buf = wire
+		c.enqueue(outMsg{b: wire[maxFrameHeader:], frame: framed(wire), own: buf})
+		return
 	} else if p, ok := result.(subscribePage); ok && rerr == nil && plainID(id) {
 		// And to every connect's subscribe.
 		b = appendPageReply(nil, id, &p)

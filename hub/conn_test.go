@@ -611,3 +611,74 @@ func TestFailedHelloStillAnswersTheHandshake(t *testing.T) {
 		t.Errorf("got %d messages before the close, want none", len(msgs))
 	}
 }
+
+// Changes sent back to back, on several connections at once, each get
+// their own reply, whole: a change's reply is built in a pooled buffer,
+// and one returned to the pool while still queued would come out as
+// another reply's bytes.
+func TestBackToBackChangesGetTheirOwnReplies(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.RequestRate = -1 })
+	const agents, convs, n = 4, 4, 200 // per agent
+	type want struct {
+		conv, owner string
+		version     uint64
+	}
+	clients := make([]*client, agents)
+	versions := make([][]uint64, agents)
+	wants := make([]map[string]want, agents)
+	for a := range agents {
+		versions[a] = make([]uint64, convs)
+		for k := range convs {
+			versions[a][k] = e.inbound("acme", fmt.Sprintf("c%d-%d", a, k), "email").Version
+		}
+		clients[a] = e.connect("acme", fmt.Sprintf("a%d", a))
+		clients[a].hello()
+		wants[a] = map[string]want{}
+	}
+	for i := 1; i <= n; i++ {
+		for a, cl := range clients {
+			k := i % convs
+			conv := fmt.Sprintf("c%d-%d", a, k)
+			v := versions[a][k]
+			body := fmt.Sprintf(`{"id":%d,"op":"assign","conv":%q,"agent":"a%d","version":%d}`, i, conv, a, v)
+			owner := fmt.Sprintf("a%d", a)
+			if v%2 == 0 { // inbound left each at version 1, unowned
+				body = fmt.Sprintf(`{"id":%d,"op":"unassign","conv":%q,"version":%d}`, i, conv, v)
+				owner = ""
+			}
+			cl.send(body)
+			versions[a][k]++
+			wants[a][fmt.Sprint(i)] = want{conv, owner, v + 1}
+		}
+	}
+	for a, cl := range clients {
+		eventually(t, 10*time.Second, func() bool {
+			got := 0
+			for _, m := range cl.all() {
+				if m.Type == typeReply {
+					got++
+				}
+			}
+			return got >= n
+		}, "agent %d: not every reply arrived", a)
+		seen := map[string]bool{}
+		for _, m := range cl.all() {
+			if m.Type != typeReply {
+				continue
+			}
+			id := string(m.ID)
+			w, ok := wants[a][id]
+			if !ok || seen[id] {
+				t.Fatalf("agent %d: unexpected or repeated reply %s", a, m.raw)
+			}
+			seen[id] = true
+			var r struct {
+				Conv queues.Conversation `json:"conv"`
+			}
+			if !m.OK || json.Unmarshal(m.Result, &r) != nil || r.Conv.ID != w.conv ||
+				r.Conv.Owner != w.owner || r.Conv.Version != w.version {
+				t.Errorf("agent %d, reply %s: got %s, want %s owned by %q at version %d", a, id, m.raw, w.conv, w.owner, w.version)
+			}
+		}
+	}
+}

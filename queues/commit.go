@@ -1,6 +1,7 @@
 package queues
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -313,6 +314,11 @@ func (s *Store) newBatch() *batch {
 	return &batch{s: s, tx: map[string]*wsTx{}, ops: s.opsBuf[:0]}
 }
 
+// maxKeptWire bounds the scratch buffer events are encoded in, so that one
+// huge event (a conversation with a long preview in a big batch) does not
+// pin its buffer for good.
+const maxKeptWire = 64 << 10
+
 // maxKeptOps bounds the op slice the committer keeps between batches, so
 // one huge batch (a sweep) does not pin its slice for good.
 const maxKeptOps = 4096
@@ -465,7 +471,15 @@ func (t *wsTx) emit(ev Event) uint64 {
 	if ev.At.IsZero() {
 		ev.At = t.b.s.now()
 	}
-	wire := appendEventWire(make([]byte, 0, 512), &ev)
+	// Encoded in the committer's scratch buffer, then copied at its size:
+	// a buffer guessed ahead was outgrown by a conversation event and
+	// reallocated, 1.5 KB allocated for 700 bytes kept.
+	s := t.b.s
+	s.wireBuf = appendEventWire(s.wireBuf[:0], &ev)
+	wire := bytes.Clone(s.wireBuf)
+	if cap(s.wireBuf) > maxKeptWire {
+		s.wireBuf = nil
+	}
 	ev.Wire = wire
 	t.events = append(t.events, ev)
 	t.b.set(eventKey(t.name, ev.Seq), wire)

@@ -86,6 +86,8 @@ type Store struct {
 	// opsBuf is the committer's: the last batch's op slice, emptied, for
 	// the next batch to append to.
 	opsBuf []op
+	// wireBuf is the committer's scratch buffer for encoding events.
+	wireBuf []byte
 
 	closeOnce sync.Once
 	closeErr  error
