@@ -77,8 +77,11 @@ func (e *env) connectFleet(ctx context.Context, n int, who func(i int) (ws int, 
 		g.Go(func() error { // ends when no connection is left, or one failed
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= n || gctx.Err() != nil {
+				if i >= n {
 					return nil
+				}
+				if err := gctx.Err(); err != nil {
+					return err // cancelled: not connected is not done
 				}
 				var err error
 				for try := range 3 {

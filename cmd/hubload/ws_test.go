@@ -266,3 +266,17 @@ func TestConnectFleetOpensEveryMemberOnce(t *testing.T) {
 		t.Errorf("%d retries, want the refused one", f.retries.Load())
 	}
 }
+
+// A fleet whose context ends before it is connected is an error, not a
+// fleet of members that never connected.
+func TestConnectFleetCancelledIsAnError(t *testing.T) {
+	e := testEnv(t, "http://127.0.0.1:1")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	f, err := e.connectFleet(ctx, 10, func(i int) (int, string) { return 0, "a" + strconv.Itoa(i) },
+		false, false, func(int, *message, time.Duration) {})
+	if err == nil {
+		f.close()
+		t.Fatal("a cancelled connect returned a fleet")
+	}
+}
