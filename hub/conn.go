@@ -471,10 +471,10 @@ func (c *conn) hello(since uint64, resume bool) error {
 	// Built in a pooled buffer, after room for the frame header, and
 	// framed in place: the writer sends it without a copy, and release
 	// returns the buffer once it is written.
-	buf := builtPool.Get().(*[]byte)
+	buf := helloPool.Get().(*[]byte)
 	wire, err := appendHello(append((*buf)[:0], make([]byte, maxFrameHeader)...), &msg)
 	if err != nil {
-		builtPool.Put(buf)
+		helloPool.Put(buf)
 		return err
 	}
 	*buf = wire
@@ -707,7 +707,7 @@ func (c *conn) reply(id json.RawMessage, result any, rerr *replyError) {
 	if cr, ok := result.(convResult); ok && rerr == nil && plainID(id) && c.rd.activate == nil {
 		// The answer to every conversation change: by hand, in a pooled
 		// buffer framed in place, as hello is.
-		buf := builtPool.Get().(*[]byte)
+		buf := replyPool.Get().(*[]byte)
 		wire := appendConvReply(append((*buf)[:0], make([]byte, maxFrameHeader)...), id, &cr)
 		*buf = wire
 		c.enqueue(outMsg{b: wire[maxFrameHeader:], frame: framed(wire), own: buf})

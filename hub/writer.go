@@ -42,7 +42,7 @@ type outMsg struct {
 	// control marks a ping or pong: frame is the whole control frame, b is
 	// empty, and it is never packed with messages.
 	control bool
-	// own, for a hello or a change's reply, is the builtPool buffer that
+	// own, for a hello or a change's reply, is the pooled buffer that
 	// holds b and frame, returned by release once the message is written
 	// or dropped.
 	own *[]byte
@@ -132,20 +132,32 @@ func release(msgs []outMsg) {
 	for i := range msgs {
 		if b := msgs[i].own; b != nil {
 			msgs[i].own = nil
-			if cap(*b) <= maxPooledRoster { // a hello is mostly its roster
-				*b = (*b)[:0]
-				builtPool.Put(b)
+			*b = (*b)[:0]
+			switch {
+			case cap(*b) <= maxPooledReply:
+				replyPool.Put(b)
+			case cap(*b) <= maxPooledRoster: // a hello is mostly its roster
+				helloPool.Put(b)
 			}
 		}
 	}
 }
 
-// builtPool holds the buffers hellos and the replies to changes are built
-// in, each framed in place: a hello is a few kilobytes per agent of the
-// workspace, written once and then garbage, which in a storm of connects
-// was a quarter of the hub's allocation; a change's reply, about 500
-// bytes, was a sixth of what a durable run allocated in the hub itself.
-var builtPool = sync.Pool{New: func() any { return new([]byte) }}
+// helloPool and replyPool hold the buffers hellos and the replies to
+// changes are built in, each framed in place. A hello is a few kilobytes
+// per agent of the workspace, written once and then garbage, which in a
+// storm of connects was a quarter of the hub's allocation; a change's
+// reply, about 500 bytes, was a sixth of what a durable run allocated in
+// the hub itself. Two pools, told apart by size when a buffer comes back,
+// so that a reply never holds a hello's buffer while it waits in a queue
+// and a hello does not regrow a reply's.
+var (
+	helloPool = sync.Pool{New: func() any { return new([]byte) }}
+	replyPool = sync.Pool{New: func() any { return new([]byte) }}
+)
+
+// maxPooledReply is the largest buffer replyPool keeps.
+const maxPooledReply = 4 << 10
 
 // recycle returns a taken slice to msgPool.
 func recycle(m []outMsg) {
