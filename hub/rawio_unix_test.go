@@ -3,8 +3,11 @@
 package hub
 
 import (
+	"errors"
+	"io"
 	"net"
 	"testing"
+	"time"
 )
 
 // A read on a loopback socket allocates nothing: the state readSome keeps
@@ -46,5 +49,41 @@ func TestReadSomeAllocatesNothing(t *testing.T) {
 	read() // binds the read function and fills the pool
 	if allocs := testing.AllocsPerRun(200, read); allocs != 0 {
 		t.Errorf("%v allocations per read, want 0", allocs)
+	}
+}
+
+// readSome waits for bytes that are not there yet, and reports the peer's
+// close as io.EOF.
+func TestReadSomeWaitsThenSeesEOF(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	c := &conn{raw: server}
+	c.rc, _ = server.(*net.TCPConn).SyscallConn()
+	go func() { // ends after one write and the close
+		time.Sleep(20 * time.Millisecond)
+		client.Write([]byte("late"))
+		time.Sleep(20 * time.Millisecond)
+		client.Close()
+	}()
+	buf, n, err := c.readSome()
+	if err != nil || string((*buf)[:n]) != "late" {
+		t.Fatalf("got %q, %v; want the late bytes", (*buf)[:n], err)
+	}
+	readPool.Put(buf)
+	if _, _, err := c.readSome(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the peer closed: got %v, want io.EOF", err)
 	}
 }
