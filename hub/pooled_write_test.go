@@ -20,21 +20,7 @@ import (
 // buffer in the pool is scribbled over meanwhile, so one released while
 // still queued, or still being written, arrives as XXXX.
 func TestPooledBuffersSurvivePartialWrites(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	client, server := tcpPair(t)
 	server.(*net.TCPConn).SetWriteBuffer(16 << 10)
 	client.(*net.TCPConn).SetReadBuffer(64 << 10)
 	h := &Hub{cfg: Config{SendQueue: 1 << 20, WriteTimeout: 20 * time.Second},

@@ -18,21 +18,7 @@ func TestReadSomeAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("sync.Pool drops items under the race detector")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	client, server := tcpPair(t)
 	c := &conn{raw: server}
 	c.rc, _ = server.(*net.TCPConn).SyscallConn()
 	msg := []byte("ping")
@@ -55,21 +41,7 @@ func TestReadSomeAllocatesNothing(t *testing.T) {
 // readSome waits for bytes that are not there yet, and reports the peer's
 // close as io.EOF.
 func TestReadSomeWaitsThenSeesEOF(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
+	client, server := tcpPair(t)
 	c := &conn{raw: server}
 	c.rc, _ = server.(*net.TCPConn).SyscallConn()
 	go func() { // ends after one write and the close
@@ -86,4 +58,25 @@ func TestReadSomeWaitsThenSeesEOF(t *testing.T) {
 	if _, _, err := c.readSome(); !errors.Is(err, io.EOF) {
 		t.Fatalf("after the peer closed: got %v, want io.EOF", err)
 	}
+}
+
+// tcpPair is a connected loopback TCP pair, closed at the end of the test.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+	return client, server
 }
