@@ -147,8 +147,8 @@ func release(msgs []outMsg) {
 // changes are built in, each framed in place. A hello is a few kilobytes
 // per agent of the workspace, written once and then garbage, which in a
 // storm of connects was a quarter of the hub's allocation; a change's
-// reply, about 500 bytes, was a sixth of what a durable run allocated in
-// the hub itself. Two pools, told apart by size when a buffer comes back,
+// reply, about 500 bytes, was a tenth of what a durable run allocated
+// outside Badger. Two pools, told apart by size when a buffer comes back,
 // so that a reply never holds a hello's buffer while it waits in a queue
 // and a hello does not regrow a reply's.
 var (
