@@ -489,11 +489,7 @@ func (c *conn) hello(since uint64, resume bool) error {
 	c.q.dropThrough(msg.Seq, shown)
 	c.q.pushFront(hello)
 	c.held = false
-	start := c.kickLocked()
-	c.mu.Unlock()
-	if start {
-		c.writeInline()
-	}
+	c.unlockQueued(false)
 	return nil
 }
 
@@ -746,11 +742,7 @@ func (c *conn) activate(act *activation, reply []byte) {
 	act.view.pending = false
 	c.q.place(outMsg{b: reply}, act.floor)
 	c.held = false
-	start := c.kickLocked()
-	c.mu.Unlock()
-	if start {
-		c.writeInline()
-	}
+	c.unlockQueued(false)
 }
 
 // dropView removes a view whose subscribe failed, and what was queued for
@@ -760,11 +752,7 @@ func (c *conn) dropView(v *view) {
 	c.views = slices.DeleteFunc(c.views, func(x *view) bool { return x == v })
 	c.q.dropViewOnly()
 	c.held = false
-	start := c.kickLocked()
-	c.mu.Unlock()
-	if start {
-		c.writeInline()
-	}
+	c.unlockQueued(false)
 }
 
 // quoteShort quotes a client-supplied string for an error message, cut to

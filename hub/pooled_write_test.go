@@ -59,11 +59,7 @@ func TestPooledBuffersSurvivePartialWrites(t *testing.T) {
 	}
 	c.mu.Lock()
 	c.held = false
-	start := c.kickLocked()
-	c.mu.Unlock()
-	if start {
-		c.writeInline()
-	}
+	c.unlockQueued(false)
 	scribble()
 	for i := n / 2; i < n; i++ {
 		put(i)

@@ -25,8 +25,9 @@ type outMsg struct {
 	// shared by every recipient and never modified.
 	b []byte
 	// frame is b as a whole WebSocket frame: for an event, prepared once
-	// for all recipients (frame.go); for a hello, framed in place in its
-	// pooled buffer; nil for replies, which the writer frames itself.
+	// for all recipients (frame.go); for a hello or a change's reply,
+	// framed in place in its pooled buffer; nil for other replies, which
+	// the writer frames itself.
 	frame []byte
 	// seq is the event's sequence number; 0 for hello and replies.
 	seq uint64
