@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/presencehub/presencehub/queues"
 )
 
 // TestFramesReadByALibraryClient: frames built here, of every length
@@ -112,5 +114,34 @@ func TestFramesReadByALibraryClient(t *testing.T) {
 	c.Close(websocket.StatusNormalClosure, "")
 	if err := <-serverDone; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestEventFramesAreBuiltOnceAndOnlyWhenTaken: a fan-out frames an event
+// when its first recipient takes it, once, whichever goroutine asks first;
+// an event nobody takes is never framed.
+func TestEventFramesAreBuiltOnceAndOnlyWhenTaken(t *testing.T) {
+	events := []queues.Event{
+		{Seq: 1, Wire: []byte(`{"type":"event","seq":1}`)},
+		{Seq: 2, Wire: bytes.Repeat([]byte("x"), 300)}, // a 16-bit length
+	}
+	f := newEventFrames(events)
+	var wg sync.WaitGroup
+	got := make([][]byte, 8)
+	for g := range got {
+		wg.Go(func() { got[g] = f.frame(1) })
+	}
+	wg.Wait()
+	for g := range got {
+		if &got[g][0] != &got[0][0] {
+			t.Fatalf("goroutine %d got a frame of its own: the event was framed more than once", g)
+		}
+	}
+	want, _ := frameOf(events[1].Wire)
+	if !bytes.Equal(got[0], want) {
+		t.Fatalf("frame = %q, want %q", got[0], want)
+	}
+	if f.frames[0].b != nil {
+		t.Fatal("an event no recipient took was framed")
 	}
 }

@@ -301,11 +301,11 @@ func (c *conn) route(ev *queues.Event) (outMsg, bool) {
 	return m, true
 }
 
-// deliver queues the events this connection should see; frames[i] is
-// events[i] as a frame. It never blocks: a connection too far behind is
-// closed as a slow consumer, by its writer, off the caller's path. It
-// reports how many events it queued.
-func (c *conn) deliver(events []queues.Event, frames [][]byte) int {
+// deliver queues the events of f this connection should see. It never
+// blocks: a connection too far behind is closed as a slow consumer, by its
+// writer, off the caller's path. It reports how many events it queued.
+func (c *conn) deliver(f *eventFrames) int {
+	events := f.events
 	queued, slow := 0, false
 	c.mu.Lock()
 	if c.closing || c.finished {
@@ -319,7 +319,7 @@ func (c *conn) deliver(events []queues.Event, frames [][]byte) int {
 		}
 		// The queue holds the frame, and the payload as its tail: one copy
 		// of the bytes for every recipient.
-		m.frame = frames[i]
+		m.frame = f.frame(i)
 		m.b = m.frame[len(m.frame)-len(m.b):]
 		if !c.q.push(m, c.h.cfg.SendQueue) {
 			slow = true
