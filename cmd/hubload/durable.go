@@ -135,16 +135,27 @@ func runDurable(ctx context.Context, e *env) (*report, error) {
 // durableClient changes its conversation until end: request, wait for the
 // reply, next. A conflict (which only a bug could cause: nobody else
 // touches the conversation) reloads the version and goes on.
+//
+// The loop is lean on purpose, because the client shares the cores with
+// the hub it measures: each request is appended into one reused buffer
+// rather than marshalled from a map, replies are read into one reused
+// buffer, and reads and writes take no deadline of their own (a context
+// with one costs a timer per call in coder/websocket). The run's deadline
+// still bounds them: when it passes, the connection is closed, which ends
+// a read or write that is stuck.
 func durableClient(ctx context.Context, c *websocket.Conn, i int, version uint64, end time.Time, pace float64,
 	lat *hist, acked *atomic.Int64, fail func(code string)) error {
 	me, conv := "d"+strconv.Itoa(i), "c"+strconv.Itoa(i)
 	owned := false
 	rctx, cancel := context.WithDeadline(ctx, end.Add(30*time.Second))
 	defer cancel()
+	stop := context.AfterFunc(rctx, func() { c.CloseNow() })
+	defer stop()
 	var interval time.Duration
 	if pace > 0 {
 		interval = time.Duration(float64(time.Second) / pace)
 	}
+	var req, rbuf []byte
 	next := time.Now()
 	for id := int64(10); time.Now().Before(end) && ctx.Err() == nil; id++ {
 		if interval > 0 {
@@ -156,15 +167,18 @@ func durableClient(ctx context.Context, c *websocket.Conn, i int, version uint64
 				next = now // fell behind: no catching up in a burst
 			}
 		}
-		op, fields := "assign", map[string]any{"conv": conv, "agent": me, "version": version}
 		if owned {
-			op, fields = "unassign", map[string]any{"conv": conv, "version": version}
+			req = appendChange(req[:0], id, "unassign", conv, "", version)
+		} else {
+			req = appendChange(req[:0], id, "assign", conv, me, version)
 		}
 		t := time.Now()
-		if err := request(rctx, c, id, op, fields); err != nil {
-			return err
+		if err := c.Write(context.Background(), websocket.MessageText, req); err != nil {
+			return orDeadline(rctx, err)
 		}
-		rep, err := awaitReply(rctx, c, id, nil)
+		var rep message
+		var err error
+		rep, rbuf, err = awaitReplyIn(context.Background(), c, id, rbuf)
 		var re *replyError
 		switch {
 		case errors.As(err, &re):
@@ -185,7 +199,7 @@ func durableClient(ctx context.Context, c *websocket.Conn, i int, version uint64
 			version, owned = cur.Version, len(cur.Owner) > 0
 			continue
 		case err != nil:
-			return err
+			return orDeadline(rctx, err)
 		}
 		lat.record(time.Since(t))
 		acked.Add(1)
@@ -199,4 +213,32 @@ func durableClient(ctx context.Context, c *websocket.Conn, i int, version uint64
 		}
 	}
 	return nil
+}
+
+// appendChange appends an assign (to agent) or unassign request of conv
+// at version: the bytes json.Marshal makes of the same request. Ids here
+// are the tool's own, letters and digits, so nothing needs escaping.
+func appendChange(b []byte, id int64, op, conv, agent string, version uint64) []byte {
+	b = append(b, `{"id":`...)
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, `,"op":"`...)
+	b = append(b, op...)
+	b = append(b, `","conv":"`...)
+	b = append(b, conv...)
+	if agent != "" {
+		b = append(b, `","agent":"`...)
+		b = append(b, agent...)
+	}
+	b = append(b, `","version":`...)
+	b = strconv.AppendUint(b, version, 10)
+	return append(b, '}')
+}
+
+// orDeadline says that the run's deadline closed the connection, when it
+// did, rather than only how the read or write failed.
+func orDeadline(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%v)", ctx.Err(), err)
+	}
+	return err
 }

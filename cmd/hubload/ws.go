@@ -104,36 +104,62 @@ func (e *replyError) Error() string { return "error reply: " + e.Code }
 // slices stay valid: every frame read here is a fresh buffer.
 func awaitReply(ctx context.Context, c *websocket.Conn, id int64, other func(m *message)) (message, error) {
 	want := strconv.FormatInt(id, 10)
-	var m, reply message
 	for {
 		_, b, err := c.Read(ctx)
 		if err != nil {
 			return message{}, err
 		}
-		done := false
-		err = forEachLine(b, func(line []byte) error {
-			if err := parseMessage(line, &m); err != nil {
-				return err
-			}
-			if done || !is(m.Type, "reply") || string(m.ID) != want {
-				if other != nil {
-					other(&m)
-				}
-				return nil
-			}
-			done, reply = true, m
-			return nil
-		})
-		if err != nil {
-			return message{}, err
-		}
-		if done {
-			if !reply.OK {
-				return reply, &replyError{Code: string(reply.ErrCode)}
-			}
-			return reply, nil
+		if reply, done, err := findReply(b, want, other); done || err != nil {
+			return reply, err
 		}
 	}
+}
+
+// awaitReplyIn is awaitReply, with no other, reading into buf (grown as
+// needed and returned for the next call) instead of a fresh buffer: the
+// reply's byte slices are good until buf is reused.
+func awaitReplyIn(ctx context.Context, c *websocket.Conn, id int64, buf []byte) (message, []byte, error) {
+	want := strconv.FormatInt(id, 10)
+	for {
+		_, r, err := c.Reader(ctx)
+		if err != nil {
+			return message{}, buf, err
+		}
+		if buf, err = readAll(buf[:0], r); err != nil {
+			return message{}, buf, err
+		}
+		if reply, done, err := findReply(buf, want, nil); done || err != nil {
+			return reply, buf, err
+		}
+	}
+}
+
+// findReply looks through frame b for the reply to the request whose id
+// is want, handing every other message to other (which may be nil). done
+// reports whether it was there; an error reply is returned with a
+// *replyError.
+func findReply(b []byte, want string, other func(m *message)) (reply message, done bool, err error) {
+	var m message
+	err = forEachLine(b, func(line []byte) error {
+		if err := parseMessage(line, &m); err != nil {
+			return err
+		}
+		if done || !is(m.Type, "reply") || string(m.ID) != want {
+			if other != nil {
+				other(&m)
+			}
+			return nil
+		}
+		done, reply = true, m
+		return nil
+	})
+	switch {
+	case err != nil:
+		return message{}, false, err
+	case done && !reply.OK:
+		return reply, true, &replyError{Code: string(reply.ErrCode)}
+	}
+	return reply, done, nil
 }
 
 // subscribeFrame is subscribe's request, the same for every connection.
