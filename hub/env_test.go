@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -79,7 +80,15 @@ func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 		}
 		return nil
 	})
-	e.srv = httptest.NewServer(e.hub)
+	// As in the server: handshakes are answered by the Front, and every
+	// other request is handed on to net/http.
+	e.srv = httptest.NewUnstartedServer(e.hub)
+	ln := e.srv.Listener
+	front := NewFront(e.hub, ln, "/ws", 10*time.Second)
+	e.srv.Listener = front.Listener()
+	e.srv.Start()
+	frontDone := make(chan error, 1)
+	go func() { frontDone <- front.Serve() }() // ends when e.srv.Close closes the front
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
@@ -87,6 +96,9 @@ func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 			t.Errorf("hub shutdown: %v", err)
 		}
 		e.srv.Close()
+		if err := <-frontDone; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("front: %v", err)
+		}
 		cancel()
 		if err := g.Wait(); err != nil {
 			t.Errorf("background: %v", err)

@@ -127,8 +127,12 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 	g.Go(func() error { return ignoreCanceled(store.Run(bg)) }) // ends when bg is cancelled
 	g.Go(func() error { disp.Run(bg, h); return nil })          // ends when bg is cancelled, after handing on what is queued
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }() // ends when srv is shut down
+	// WebSocket handshakes are answered by the hub's front, off the
+	// listener; everything else goes on to srv.
+	front := hub.NewFront(h, ln, "/ws", srv.ReadHeaderTimeout)
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- front.Serve() }()               // ends when the front is closed (srv.Shutdown closes it)
+	go func() { serveErr <- srv.Serve(front.Listener()) }() // ends when srv is shut down
 	if cfg.DebugAddr != "" {
 		dbg := debugServer(cfg.DebugAddr)
 		go dbg.ListenAndServe() // ends when the process exits; debugging only
