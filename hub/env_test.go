@@ -96,6 +96,9 @@ func newEnv(t testing.TB, tweak ...func(*Config)) *env {
 			t.Errorf("hub shutdown: %v", err)
 		}
 		e.srv.Close()
+		if err := front.Shutdown(sctx); err != nil {
+			t.Errorf("front shutdown: %v", err)
+		}
 		if err := <-frontDone; !errors.Is(err, net.ErrClosed) {
 			t.Errorf("front: %v", err)
 		}

@@ -308,3 +308,276 @@ func TestRetryAccept(t *testing.T) {
 		}
 	}
 }
+
+// firstLine sends raw on a new connection to addr and returns the first
+// line of the answer, or "closed" or "timeout".
+func firstLine(t *testing.T, addr, raw string, wait time.Duration) string {
+	t.Helper()
+	s, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(wait))
+	if _, err := io.WriteString(s, raw); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(s).ReadString('\n')
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return "timeout"
+		}
+		return "closed"
+	}
+	return strings.TrimSpace(line)
+}
+
+// upgradeHeaders are a handshake's header lines, Host aside.
+const upgradeHeaders = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+
+// TestFrontAnswersBareLineFeeds: a head whose lines end in a bare "\n",
+// which net/http accepts, is answered at once, not left to time out.
+func TestFrontAnswersBareLineFeeds(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	addr, handedOn := frontOf(t, e, 10*time.Second)
+	tok := token(t, "acme", "al", queues.RoleAgent, time.Hour)
+	for _, raw := range []string{
+		strings.ReplaceAll("GET /ws?access_token="+tok+" HTTP/1.1\r\nHost: x\r\n"+upgradeHeaders+"\r\n", "\r\n", "\n"),
+		"GET /ws?access_token=" + tok + " HTTP/1.1\r\nHost: x\r\n" + upgradeHeaders + "\n",
+	} {
+		if got := firstLine(t, addr, raw, 2*time.Second); got != "HTTP/1.1 101 Switching Protocols" {
+			t.Errorf("%q: got %q, want a 101", raw[len(raw)-12:], got)
+		}
+	}
+	if n := handedOn.Load(); n != 0 {
+		t.Errorf("%d requests reached net/http, want none", n)
+	}
+}
+
+// TestFrontLeavesBadRequestsToNetHTTP: a handshake net/http's server
+// would refuse before calling a handler gets net/http's refusal, not a
+// socket.
+func TestFrontLeavesBadRequestsToNetHTTP(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	addr, _ := frontOf(t, e, 2*time.Second)
+	line := "GET /ws?access_token=" + token(t, "acme", "al", queues.RoleAgent, time.Hour)
+	for _, tc := range []struct{ name, raw, want string }{
+		{"no Host", line + " HTTP/1.1\r\n" + upgradeHeaders + "\r\n", "HTTP/1.1 400"},
+		{"a malformed Host", line + " HTTP/1.1\r\nHost: a b/c\r\n" + upgradeHeaders + "\r\n", "HTTP/1.1 400"},
+		{"a bad header name", line + " HTTP/1.1\r\nHost: x\r\nX A: b\r\n" + upgradeHeaders + "\r\n", "HTTP/1.1 400"},
+		{"HTTP/2.0", line + " HTTP/2.0\r\nHost: x\r\n" + upgradeHeaders + "\r\n", "HTTP/1.1 505"},
+		{"Expect: foo", line + " HTTP/1.1\r\nHost: x\r\nExpect: foo\r\n" + upgradeHeaders + "\r\n", "HTTP/1.1 417"},
+	} {
+		if got := firstLine(t, addr, tc.raw, 2*time.Second); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s: got %q, want %q as net/http answers", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestHandshakeHandedOnKeepsRawIO: a handshake that goes through net/http
+// (a head over frontHeadMax, as a browser with many cookies sends) still
+// gets the hub's non-blocking reads and inline writes: the connection
+// net/http hijacks gives up its raw socket.
+func TestHandshakeHandedOnKeepsRawIO(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	for _, cookie := range []string{"small", strings.Repeat("x", frontHeadMax)} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(e.srv.URL, "http")+"/ws", &websocket.DialOptions{
+			HTTPHeader: http.Header{
+				"Authorization": {"Bearer " + token(t, "acme", "al", queues.RoleAgent, time.Hour)},
+				"Cookie":        {"c=" + cookie},
+			},
+			Subprotocols: []string{Subprotocol},
+		})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := startClient(t, conn)
+		c.hello()
+		for _, hc := range e.hub.reg.all() {
+			if hc.rc == nil {
+				t.Errorf("cookie of %d bytes: the hub's connection has no raw socket (it is a %T)", len(cookie), hc.raw)
+			}
+		}
+		c.leave()
+		eventually(t, 5*time.Second, func() bool { return len(e.hub.reg.all()) == 0 }, "connection not unregistered")
+	}
+}
+
+// blockingConnect holds ConnectAgent until release is closed.
+type blockingConnect struct {
+	Backend
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b blockingConnect) ConnectAgent(ctx context.Context, ws string, a queues.Agent) (queues.Agent, bool, error) {
+	close(b.entered)
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+	}
+	return b.Backend.ConnectAgent(ctx, ws, a)
+}
+
+// TestFrontShutdownWaitsForHandshakes: as http.Server.Shutdown waits for
+// its handlers, Front.Shutdown waits for a handshake the hub is still
+// answering, so the server does not close the store under it.
+func TestFrontShutdownWaitsForHandshakes(t *testing.T) {
+	bc := blockingConnect{entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEnv(t, func(c *Config) { bc.Backend = c.Backend; c.Backend = bc })
+	e.workspace("acme", queues.SettingsPatch{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewFront(e.hub, ln, "/ws", 10*time.Second)
+	served := make(chan error, 1)
+	go func() { served <- f.Serve() }() // ends with f.Shutdown
+	s, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	io.WriteString(s, handshakeHead(ln.Addr().String(), token(t, "acme", "al", queues.RoleAgent, time.Hour)))
+	select {
+	case <-bc.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handshake never reached ConnectAgent")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- f.Shutdown(ctx) }() // ends when the handshake does, or with ctx
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) while a handshake was in the hub", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(bc.release)
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-served; !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Serve: %v", err)
+	}
+}
+
+// TestFrontCloseEndsHeadReads: as http.Server.Close does, closing the
+// Front closes a connection still sending its head, at once, not when
+// the head timeout passes.
+func TestFrontCloseEndsHeadReads(t *testing.T) {
+	e := newEnv(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewFront(e.hub, ln, "/ws", 10*time.Second)
+	served := make(chan error, 1)
+	go func() { served <- f.Serve() }() // ends with f.Shutdown
+	s, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	io.WriteString(s, "GET /ws HTTP/1.1\r\n")
+	time.Sleep(100 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := f.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v, want the head's reader ended", err)
+	}
+	<-served
+	s.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after Shutdown: %v, want the connection closed", err)
+	}
+}
+
+// TestFront426SaysUpgrade: the 426 for a handshake without "Connection:
+// Upgrade" names the protocol and lists "upgrade" in Connection, as RFC
+// 9110 (7.8) asks of a sender of Upgrade.
+func TestFront426SaysUpgrade(t *testing.T) {
+	e := newEnv(t)
+	e.workspace("acme", queues.SettingsPatch{})
+	s, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(2 * time.Second))
+	io.WriteString(s, "GET /ws?access_token="+token(t, "acme", "al", queues.RoleAgent, time.Hour)+
+		" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	// Read as sent: http.ReadResponse drops a Connection that says close.
+	var head []string
+	br := bufio.NewReader(s)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil || line == "\r\n" {
+			break
+		}
+		head = append(head, strings.TrimSpace(line))
+	}
+	if len(head) == 0 || !strings.HasPrefix(head[0], "HTTP/1.1 426 ") {
+		t.Fatalf("got %q, want a 426", head)
+	}
+	for _, h := range head[1:] {
+		if k, v, _ := strings.Cut(h, ":"); strings.EqualFold(k, "Connection") && strings.Contains(strings.ToLower(v), "upgrade") {
+			return
+		}
+	}
+	t.Errorf("a 426 without upgrade in Connection: %q", head)
+}
+
+// TestFrontHeadTimeoutIsNotRestarted: a head Front hands on keeps the
+// deadline it had: net/http does not give it a second header timeout.
+func TestFrontHeadTimeoutIsNotRestarted(t *testing.T) {
+	e := newEnv(t)
+	const timeout = 500 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewFront(e.hub, ln, "/ws", timeout)
+	srv := &http.Server{Handler: e.hub, ReadHeaderTimeout: timeout}
+	done := make(chan error, 2)
+	go func() { done <- f.Serve() }()               // ends with srv.Close
+	go func() { done <- srv.Serve(f.Listener()) }() // ends with srv.Close
+	t.Cleanup(func() { srv.Close(); <-done; <-done })
+
+	s, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	start := time.Now()
+	head := "GET /ws HTTP/1.1\r\nX-Slow: " + strings.Repeat("a", frontHeadMax)
+	io.WriteString(s, head[:frontHeadMax-10])
+	time.Sleep(timeout - 150*time.Millisecond)
+	io.WriteString(s, head[frontHeadMax-10:]) // Front's buffer is full: handed on
+	// A byte every 50 ms, until the hub closes the connection (at most 3 s).
+	s.SetReadDeadline(time.Now().Add(3 * time.Second))
+	closed := make(chan time.Duration, 1)
+	go func() { // ends when the hub closes s, or at the deadline
+		s.Read(make([]byte, 512))
+		closed <- time.Since(start)
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case d := <-closed:
+			if d > timeout+250*time.Millisecond {
+				t.Errorf("a head that never ends was read for %v; the head timeout is %v", d.Round(time.Millisecond), timeout)
+			}
+			return
+		case <-tick.C:
+			io.WriteString(s, "a")
+		}
+	}
+}

@@ -131,7 +131,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 	// listener; everything else goes on to srv.
 	front := hub.NewFront(h, ln, "/ws", srv.ReadHeaderTimeout)
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- front.Serve() }()               // ends when the front is closed (srv.Shutdown closes it)
+	go func() { serveErr <- front.Serve() }()               // ends when the front is closed (srv.Shutdown closes it, Shutdown below waits for its handshakes)
 	go func() { serveErr <- srv.Serve(front.Listener()) }() // ends when srv is shut down
 	if cfg.DebugAddr != "" {
 		dbg := debugServer(cfg.DebugAddr)
@@ -166,6 +166,11 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 	// that a long restart turns into everyone going offline at once.
 	if err := srv.Shutdown(down); err != nil {
 		log.Warn("http shutdown", "err", err)
+	}
+	// srv.Shutdown closed the front; wait for the handshakes it was
+	// answering, as srv waited for its handlers.
+	if err := front.Shutdown(down); err != nil {
+		log.Warn("front shutdown", "err", err)
 	}
 	stopTracker()
 	<-trackerDone
