@@ -23,10 +23,20 @@ var RemovalDelayBuckets = []float64{1, 5, 10, 30, 60, 90, 120, 150, 180, 300}
 // millisecond already means a very large workspace or lock contention.
 var BroadcastBuckets = []float64{.00001, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .1, .5}
 
+// CommitBuckets are the buckets of presencehub_store_commit_duration_seconds:
+// a batch's write with its flush takes about a millisecond on a good disk;
+// tens of milliseconds are a disk that stalls, and every change waiting
+// on that batch waits as long.
+var CommitBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
+
+// BatchBuckets are the buckets of presencehub_store_batch_requests: the
+// store writes at most 512 requests in one batch.
+var BatchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
+
 // Metrics holds presencehub's collectors. It implements the hub's Observer
 // (ConnOpened, ConnClosed, Rejected, Sent, BroadcastDuration, SlowConsumer)
-// and wraps the store's Publisher (see Publisher). The zero value is not
-// usable; call New.
+// and wraps the store's Publisher (see Publisher); Commit is the store's
+// CommitObserver. The zero value is not usable; call New.
 type Metrics struct {
 	handler http.Handler
 
@@ -35,6 +45,8 @@ type Metrics struct {
 	broadcast     prometheus.Histogram
 	slowConsumers prometheus.Counter
 	rejected      counterSet
+	commits       prometheus.Histogram
+	batches       prometheus.Histogram
 
 	ownershipChanges counterSet
 	removalDelay     prometheus.Histogram
@@ -86,6 +98,18 @@ func New(reg *prometheus.Registry, src Source) *Metrics {
 			Name:      "slow_consumer_disconnects_total",
 			Help:      "Connections closed because they fell too far behind reading (close code 4008).",
 		}),
+		commits: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "store_commit_duration_seconds",
+			Help:      "Time to write one batch of changes to the store, the flush to disk included: every change of the batch waits this long.",
+			Buckets:   CommitBuckets,
+		}),
+		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace,
+			Name:      "store_batch_requests",
+			Help:      "Requests written together in one batch (group commit).",
+			Buckets:   BatchBuckets,
+		}),
 		removalDelay: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace,
 			Name:      "ownership_removal_delay_seconds",
@@ -121,7 +145,7 @@ func New(reg *prometheus.Registry, src Source) *Metrics {
 	}
 
 	reg.MustRegister(
-		m.connections, m.sent, m.broadcast, m.slowConsumers, rejected,
+		m.connections, m.sent, m.broadcast, m.slowConsumers, rejected, m.commits, m.batches,
 		ownership, m.removalDelay, transitions,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -164,6 +188,13 @@ func (m *Metrics) BroadcastDuration(d time.Duration) { m.broadcast.Observe(d.Sec
 
 // SlowConsumer counts a connection closed for falling behind.
 func (m *Metrics) SlowConsumer() { m.slowConsumers.Inc() }
+
+// Commit observes one batch the store wrote: it implements
+// queues.CommitObserver (Store.SetCommitObserver).
+func (m *Metrics) Commit(requests int, took time.Duration) {
+	m.commits.Observe(took.Seconds())
+	m.batches.Observe(float64(requests))
+}
 
 // counterSet is a one-label CounterVec with every known value resolved up
 // front, so counting is a map lookup and an atomic add, and an unknown

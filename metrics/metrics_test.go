@@ -3,6 +3,7 @@ package metrics
 import (
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -138,6 +139,32 @@ func TestObserver(t *testing.T) {
 	h := histogram(t, reg, "presencehub_broadcast_duration_seconds")
 	if h.GetSampleCount() != 1 || h.GetSampleSum() != 0.00025 {
 		t.Errorf("broadcast histogram: got count %d sum %v, want 1 and 0.00025", h.GetSampleCount(), h.GetSampleSum())
+	}
+}
+
+func TestCommit(t *testing.T) {
+	m, reg := newTest(t, nil)
+	m.Commit(3, 2*time.Millisecond)
+	m.Commit(40, 30*time.Millisecond)
+	h := histogram(t, reg, "presencehub_store_commit_duration_seconds")
+	if h.GetSampleCount() != 2 || math.Abs(h.GetSampleSum()-0.032) > 1e-9 {
+		t.Errorf("commit histogram: got count %d sum %v, want 2 and 0.032", h.GetSampleCount(), h.GetSampleSum())
+	}
+	for _, b := range h.GetBucket() {
+		want := uint64(0)
+		switch {
+		case b.GetUpperBound() >= 0.03:
+			want = 2
+		case b.GetUpperBound() >= 0.002:
+			want = 1
+		}
+		if b.GetCumulativeCount() != want {
+			t.Errorf("commit bucket le=%v: got %d, want %d", b.GetUpperBound(), b.GetCumulativeCount(), want)
+		}
+	}
+	b := histogram(t, reg, "presencehub_store_batch_requests")
+	if b.GetSampleCount() != 2 || b.GetSampleSum() != 43 {
+		t.Errorf("batch histogram: got count %d sum %v, want 2 and 43", b.GetSampleCount(), b.GetSampleSum())
 	}
 }
 

@@ -89,6 +89,8 @@ func TestScrapeRunningServer(t *testing.T) {
 			`presencehub_presence_transitions_total{reason="connected",to="online"}`,
 			"presencehub_messages_sent_total",
 			"presencehub_broadcast_duration_seconds_bucket",
+			"presencehub_store_commit_duration_seconds_bucket",
+			"presencehub_store_batch_requests_bucket",
 			"presencehub_slow_consumer_disconnects_total 0",
 			`presencehub_ws_rejected_total{reason="bad_token"}`,
 			"go_goroutines",
@@ -100,6 +102,9 @@ func TestScrapeRunningServer(t *testing.T) {
 		}
 		if strings.Contains(body, `presencehub_presence_transitions_total{reason="connected",to="online"} 0`) {
 			return fmt.Errorf("the agent's connect is not counted yet")
+		}
+		if strings.Contains(body, "presencehub_store_commit_duration_seconds_count 0") {
+			return fmt.Errorf("no commit observed, though the agent's connect was committed")
 		}
 		return nil
 	})

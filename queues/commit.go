@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -159,6 +160,7 @@ func (s *Store) commitBatch(reqs []*request) {
 	}
 	b.finish()
 	if len(b.ops) > 0 {
+		start := time.Now()
 		if err := s.write(b.ops); err != nil {
 			for _, undo := range b.onFail {
 				undo()
@@ -175,6 +177,9 @@ func (s *Store) commitBatch(reqs []*request) {
 			return
 		}
 		s.failed.Store(nil)
+		if f := s.onCommit.Load(); f != nil {
+			(*f)(len(reqs), time.Since(start))
+		}
 	}
 	s.install(b)
 	s.publish(b)

@@ -66,6 +66,8 @@ type Store struct {
 	wss map[string]*workspace
 
 	pub atomic.Pointer[publisherBox]
+	// onCommit hears of every batch written (SetCommitObserver).
+	onCommit atomic.Pointer[CommitObserver]
 	// failed is the error of the last failed commit, nil after a success.
 	failed atomic.Pointer[error]
 	// diskLow is set while commits are refused for want of disk space
@@ -283,6 +285,22 @@ func (s *Store) Close() error {
 // Safe while running: the next batch uses it.
 func (s *Store) SetPublisher(p Publisher) {
 	s.pub.Store(&publisherBox{p: p})
+}
+
+// CommitObserver hears of every batch the store has written: how many
+// requests it carried and how long the write took, the flush to disk
+// included when SyncWrites is set. It is called on the committer, before
+// the batch's events are published: it must return at once.
+type CommitObserver func(requests int, took time.Duration)
+
+// SetCommitObserver sets (or, with nil, removes) the CommitObserver.
+// Safe while running: the next batch uses it.
+func (s *Store) SetCommitObserver(f CommitObserver) {
+	if f == nil {
+		s.onCommit.Store(nil)
+		return
+	}
+	s.onCommit.Store(&f)
 }
 
 // Ready reports nil when the store accepts changes, else why not.

@@ -710,3 +710,53 @@ func TestCommitterKeepsNoKeysBetweenBatches(t *testing.T) {
 		t.Errorf("the kept slice still points to %d keys or values", held)
 	}
 }
+
+// TestCommitObserverHearsEveryWrite: the observer hears of each batch the
+// store writes, with its requests, and of none that writes nothing.
+func TestCommitObserverHearsEveryWrite(t *testing.T) {
+	f := newFixture(t)
+	var mu sync.Mutex
+	var batches, requests int
+	f.s.SetCommitObserver(func(n int, took time.Duration) {
+		if n < 1 || took <= 0 {
+			t.Errorf("observed a batch of %d requests in %v", n, took)
+		}
+		mu.Lock()
+		batches++
+		requests += n
+		mu.Unlock()
+	})
+	v := f.inbound("c1").Conv.Version
+	if _, err := f.s.Assign(f.ctx, ws, alice, "c1", "alice", v); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if batches != 2 || requests != 2 {
+		t.Errorf("after two changes: %d batches of %d requests, want 2 and 2", batches, requests)
+	}
+	mu.Unlock()
+	// A change that changes nothing writes nothing.
+	c := f.conv("c1")
+	if r, err := f.s.Assign(f.ctx, ws, alice, "c1", "alice", c.Version); err != nil || r.Changed {
+		t.Fatalf("same owner: %+v %v", r, err)
+	}
+	// Concurrent changes share batches: every request is counted once.
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			conv := fmt.Sprintf("n%d", i)
+			if _, err := f.s.Inbound(f.ctx, ws, Inbound{Conversation: conv, MessageID: "m-" + conv,
+				Channel: "email", Customer: "cust-" + conv, Subject: "About " + conv, Text: "hello"}); err != nil {
+				t.Errorf("Inbound %s: %v", conv, err)
+			}
+		})
+	}
+	wg.Wait()
+	f.s.SetCommitObserver(nil)
+	f.inbound("after")
+	mu.Lock()
+	defer mu.Unlock()
+	if requests != 22 || batches < 3 || batches > 22 {
+		t.Errorf("after 22 changes: %d batches of %d requests in all, want 22 requests in 3 to 22 batches", batches, requests)
+	}
+}

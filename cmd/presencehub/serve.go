@@ -49,6 +49,7 @@ func serve(ctx context.Context, cfg serveConfig, stdout, stderr io.Writer) error
 
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, store)
+	store.SetCommitObserver(m.Commit)
 
 	// The tracker and the hub need each other only through cmd: the
 	// tracker's updates go to the store through the sink, and the sink asks
