@@ -65,7 +65,7 @@ var (
 )
 
 // NewFront returns a Front that serves h on path from ln; a request head
-// must arrive within headerTimeout.
+// must arrive within headerTimeout (0: no limit, as for http.Server).
 func NewFront(h *Hub, ln net.Listener, path string, headerTimeout time.Duration) *Front {
 	return &Front{h: h, ln: ln, path: path, start: []byte("GET " + path), timeout: headerTimeout,
 		handoff: make(chan net.Conn), done: make(chan struct{}), waiting: make(map[net.Conn]struct{})}
@@ -203,7 +203,10 @@ func (f *Front) serveConn(nc net.Conn) {
 	bp := headBufs.Get().(*[]byte)
 	defer headBufs.Put(bp)
 	buf := *bp
-	deadline := time.Now().Add(f.timeout)
+	var deadline time.Time // none, as net/http's 0 means
+	if f.timeout > 0 {
+		deadline = time.Now().Add(f.timeout)
+	}
 	nc.SetReadDeadline(deadline)
 	if !f.wait(nc, true) {
 		nc.Close()
@@ -360,12 +363,14 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// SetReadDeadline implements net.Conn. The first deadline net/http sets
-// is for the first request's head, which started arriving at Front: it is
-// held to the deadline Front gave it.
+// SetReadDeadline implements net.Conn. With a header timeout, the first
+// deadline net/http sets is for the first request's head, which started
+// arriving at Front: it is held to the deadline Front gave it.
 func (c *prefixConn) SetReadDeadline(t time.Time) error {
 	if !c.headBy.IsZero() {
-		if t.IsZero() || t.After(c.headBy) {
+		// A zero first deadline is not the head's: a server without a
+		// header timeout clears the deadline once it has read the head.
+		if !t.IsZero() && t.After(c.headBy) {
 			t = c.headBy
 		}
 		c.headBy = time.Time{}

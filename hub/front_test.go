@@ -581,3 +581,55 @@ func TestFrontHeadTimeoutIsNotRestarted(t *testing.T) {
 		}
 	}
 }
+
+// TestFrontWithoutHeaderTimeout: with no header timeout (0, as for an
+// http.Server), the front sets no deadline, and a request handed on keeps
+// net/http's behaviour: its body may take as long as it takes.
+func TestFrontWithoutHeaderTimeout(t *testing.T) {
+	e := newEnv(t)
+	addr, _ := frontOf(t, e, 0)
+	if got := firstLine(t, addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 2*time.Second); got != "HTTP/1.1 200 OK" {
+		t.Errorf("GET: got %q, want net/http's 200", got)
+	}
+	s, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(s, "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+	time.Sleep(300 * time.Millisecond)
+	io.WriteString(s, "hello")
+	resp, err := http.ReadResponse(bufio.NewReader(s), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if got := string(body); got != "net/http POST /api/x hello" {
+		t.Errorf("got %q, want the whole body read", got)
+	}
+}
+
+// TestHandedOnBodyIsNotHeldToTheHeadDeadline: the head's deadline is for
+// the head: a body that comes later is read as net/http reads it.
+func TestHandedOnBodyIsNotHeldToTheHeadDeadline(t *testing.T) {
+	e := newEnv(t)
+	addr, _ := frontOf(t, e, 300*time.Millisecond)
+	s, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(s, "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+	time.Sleep(700 * time.Millisecond) // past the head's deadline
+	io.WriteString(s, "hello")
+	resp, err := http.ReadResponse(bufio.NewReader(s), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if got := string(body); got != "net/http POST /api/x hello" {
+		t.Errorf("got %q, want the whole body read", got)
+	}
+}
