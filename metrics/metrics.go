@@ -107,7 +107,7 @@ func New(reg *prometheus.Registry, src Source) *Metrics {
 		batches: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: namespace,
 			Name:      "store_batch_requests",
-			Help:      "Requests written together in one batch (group commit).",
+			Help:      "Requests that waited on one batch's write (group commit), those the rules refused included.",
 			Buckets:   BatchBuckets,
 		}),
 		removalDelay: prometheus.NewHistogram(prometheus.HistogramOpts{

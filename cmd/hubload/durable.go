@@ -216,8 +216,9 @@ func durableClient(ctx context.Context, c *websocket.Conn, i int, version uint64
 }
 
 // appendChange appends an assign (to agent) or unassign request of conv
-// at version: the bytes json.Marshal makes of the same request. Ids here
-// are the tool's own, letters and digits, so nothing needs escaping.
+// at version: the object json.Marshal would make of the same request,
+// members in another order. Ids here are the tool's own, letters and
+// digits, so nothing needs escaping.
 func appendChange(b []byte, id int64, op, conv, agent string, version uint64) []byte {
 	b = append(b, `{"id":`...)
 	b = strconv.AppendInt(b, id, 10)
