@@ -61,6 +61,27 @@ func handshakeHead(addr, tok string, extra ...string) string {
 	return h + "\r\n"
 }
 
+// rawDial opens a TCP connection to addr, closed when the test ends, and
+// gives it a deadline of wait for everything it reads and writes.
+func rawDial(t *testing.T, addr string, wait time.Duration) net.Conn {
+	t.Helper()
+	s, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	s.SetDeadline(time.Now().Add(wait))
+	return s
+}
+
+// noneHandedOn fails the test if any request reached net/http.
+func noneHandedOn(t *testing.T, handedOn *atomic.Int64) {
+	t.Helper()
+	if n := handedOn.Load(); n != 0 {
+		t.Errorf("%d requests reached net/http, want none", n)
+	}
+}
+
 // TestFrontAnswersHandshakesItself: a client's handshake is answered, and
 // the socket served, without net/http seeing the request.
 func TestFrontAnswersHandshakesItself(t *testing.T) {
@@ -83,9 +104,7 @@ func TestFrontAnswersHandshakesItself(t *testing.T) {
 		t.Errorf("settings: %s", r.raw)
 	}
 	c.leave()
-	if n := handedOn.Load(); n != 0 {
-		t.Errorf("%d requests reached net/http, want none", n)
-	}
+	noneHandedOn(t, handedOn)
 }
 
 // TestFrontHandsOnEverythingElse: any request that is not a WebSocket
@@ -112,12 +131,7 @@ func TestFrontHandsOnEverythingElse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			s.SetDeadline(time.Now().Add(5 * time.Second))
+			s := rawDial(t, addr, 5*time.Second)
 			if _, err := io.WriteString(s, tt.request); err != nil {
 				t.Fatal(err)
 			}
@@ -144,12 +158,7 @@ func TestFrontHandsOnEverythingElse(t *testing.T) {
 	}
 
 	// Two requests in one write, on one connection: both answered.
-	s, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.SetDeadline(time.Now().Add(5 * time.Second))
+	s := rawDial(t, addr, 5*time.Second)
 	io.WriteString(s, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
 	br := bufio.NewReader(s)
 	for _, want := range []string{"net/http GET /a ", "net/http POST /b hi"} {
@@ -173,11 +182,7 @@ func TestFrontReadsAHeadInPieces(t *testing.T) {
 	e.workspace("acme", queues.SettingsPatch{})
 	addr, handedOn := frontOf(t, e, 10*time.Second)
 	head := handshakeHead(addr, token(t, "acme", "al", queues.RoleAgent, time.Hour))
-	s, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := rawDial(t, addr, 10*time.Second)
 	s.(*net.TCPConn).SetNoDelay(true)
 	for _, piece := range []string{head[:2], head[2:9], head[9 : len(head)-3], head[len(head)-3 : len(head)-1], head[len(head)-1:]} {
 		if _, err := io.WriteString(s, piece); err != nil {
@@ -195,9 +200,7 @@ func TestFrontReadsAHeadInPieces(t *testing.T) {
 	if err != nil || !strings.Contains(string(hello), `"type":"hello"`) {
 		t.Fatalf("first frame %q, %v: want the hello", hello, err)
 	}
-	if n := handedOn.Load(); n != 0 {
-		t.Errorf("%d requests reached net/http, want none", n)
-	}
+	noneHandedOn(t, handedOn)
 }
 
 // TestFrontRefusalIsAWholeAnswer: a refused handshake gets a complete
@@ -206,12 +209,7 @@ func TestFrontRefusalIsAWholeAnswer(t *testing.T) {
 	e := newEnv(t)
 	e.workspace("acme", queues.SettingsPatch{})
 	addr, _ := frontOf(t, e, 10*time.Second)
-	s, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.SetDeadline(time.Now().Add(5 * time.Second))
+	s := rawDial(t, addr, 5*time.Second)
 	io.WriteString(s, handshakeHead(addr, "not.a.jwt"))
 	br := bufio.NewReader(s)
 	resp, err := http.ReadResponse(br, nil)
@@ -240,10 +238,7 @@ func TestFrontClosesAClientThatDoesNotFinishItsHead(t *testing.T) {
 	e := newEnv(t)
 	addr, handedOn := frontOf(t, e, 200*time.Millisecond)
 	for _, sent := range []string{"", "GET /w", "GET /ws HTTP/1.1\r\nHost: x\r\n"} {
-		s, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := rawDial(t, addr, 10*time.Second)
 		io.WriteString(s, sent)
 		s.SetReadDeadline(time.Now().Add(5 * time.Second))
 		start := time.Now()
@@ -256,9 +251,7 @@ func TestFrontClosesAClientThatDoesNotFinishItsHead(t *testing.T) {
 		}
 		s.Close()
 	}
-	if n := handedOn.Load(); n != 0 {
-		t.Errorf("%d requests reached net/http, want none", n)
-	}
+	noneHandedOn(t, handedOn)
 }
 
 // TestFrontClose: Close ends Serve and the Listener's Accept, and the
@@ -313,12 +306,7 @@ func TestRetryAccept(t *testing.T) {
 // line of the answer, or "closed" or "timeout".
 func firstLine(t *testing.T, addr, raw string, wait time.Duration) string {
 	t.Helper()
-	s, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.SetDeadline(time.Now().Add(wait))
+	s := rawDial(t, addr, wait)
 	if _, err := io.WriteString(s, raw); err != nil {
 		t.Fatal(err)
 	}
@@ -351,9 +339,7 @@ func TestFrontAnswersBareLineFeeds(t *testing.T) {
 			t.Errorf("%q: got %q, want a 101", raw[len(raw)-12:], got)
 		}
 	}
-	if n := handedOn.Load(); n != 0 {
-		t.Errorf("%d requests reached net/http, want none", n)
-	}
+	noneHandedOn(t, handedOn)
 }
 
 // TestFrontLeavesBadRequestsToNetHTTP: a handshake net/http's server
@@ -439,11 +425,7 @@ func TestFrontShutdownWaitsForHandshakes(t *testing.T) {
 	f := NewFront(e.hub, ln, "/ws", 10*time.Second)
 	served := make(chan error, 1)
 	go func() { served <- f.Serve() }() // ends with f.Shutdown
-	s, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := rawDial(t, ln.Addr().String(), 10*time.Second)
 	io.WriteString(s, handshakeHead(ln.Addr().String(), token(t, "acme", "al", queues.RoleAgent, time.Hour)))
 	select {
 	case <-bc.entered:
@@ -480,11 +462,7 @@ func TestFrontCloseEndsHeadReads(t *testing.T) {
 	f := NewFront(e.hub, ln, "/ws", 10*time.Second)
 	served := make(chan error, 1)
 	go func() { served <- f.Serve() }() // ends with f.Shutdown
-	s, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := rawDial(t, ln.Addr().String(), 10*time.Second)
 	io.WriteString(s, "GET /ws HTTP/1.1\r\n")
 	time.Sleep(100 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -505,12 +483,7 @@ func TestFrontCloseEndsHeadReads(t *testing.T) {
 func TestFront426SaysUpgrade(t *testing.T) {
 	e := newEnv(t)
 	e.workspace("acme", queues.SettingsPatch{})
-	s, err := net.Dial("tcp", e.srv.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.SetDeadline(time.Now().Add(2 * time.Second))
+	s := rawDial(t, e.srv.Listener.Addr().String(), 2*time.Second)
 	io.WriteString(s, "GET /ws?access_token="+token(t, "acme", "al", queues.RoleAgent, time.Hour)+
 		" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 	// Read as sent: http.ReadResponse drops a Connection that says close.
@@ -550,11 +523,7 @@ func TestFrontHeadTimeoutIsNotRestarted(t *testing.T) {
 	go func() { done <- srv.Serve(f.Listener()) }() // ends with srv.Close
 	t.Cleanup(func() { srv.Close(); <-done; <-done })
 
-	s, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := rawDial(t, ln.Addr().String(), 10*time.Second)
 	start := time.Now()
 	head := "GET /ws HTTP/1.1\r\nX-Slow: " + strings.Repeat("a", frontHeadMax)
 	io.WriteString(s, head[:frontHeadMax-10])
@@ -591,12 +560,7 @@ func TestFrontWithoutHeaderTimeout(t *testing.T) {
 	if got := firstLine(t, addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 2*time.Second); got != "HTTP/1.1 200 OK" {
 		t.Errorf("GET: got %q, want net/http's 200", got)
 	}
-	s, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.SetDeadline(time.Now().Add(5 * time.Second))
+	s := rawDial(t, addr, 5*time.Second)
 	io.WriteString(s, "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
 	time.Sleep(300 * time.Millisecond)
 	io.WriteString(s, "hello")
@@ -615,12 +579,7 @@ func TestFrontWithoutHeaderTimeout(t *testing.T) {
 func TestHandedOnBodyIsNotHeldToTheHeadDeadline(t *testing.T) {
 	e := newEnv(t)
 	addr, _ := frontOf(t, e, 300*time.Millisecond)
-	s, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	s.SetDeadline(time.Now().Add(5 * time.Second))
+	s := rawDial(t, addr, 5*time.Second)
 	io.WriteString(s, "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
 	time.Sleep(700 * time.Millisecond) // past the head's deadline
 	io.WriteString(s, "hello")
