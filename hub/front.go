@@ -32,10 +32,12 @@ import (
 // hub checks (token, role, Origin, since) and answers is unchanged.
 //
 // A connection goes on to the http.Server, with the bytes already read
-// put back in front of it, unless its head is a GET of the WebSocket path
-// asking for "Upgrade: websocket" that fits in frontHeadMax bytes and
-// parses: the console, the API, /metrics and any unusual request get
-// net/http exactly as before.
+// put back in front of it, unless its head is an HTTP/1.1 GET of the
+// WebSocket path asking for "Upgrade: websocket", fits in frontHeadMax
+// bytes, and passes the checks net/http's server makes before calling a
+// handler: the console, the API, /metrics and any unusual request get
+// net/http exactly as before, refusals included. Close and Shutdown stop
+// it as http.Server's do; a server using a Front shuts both down.
 type Front struct {
 	h       *Hub
 	ln      net.Listener
