@@ -20,34 +20,44 @@ import (
 	"github.com/presencehub/presencehub/queues"
 )
 
-// frontOf serves e's hub through a Front of its own, whose http.Server
-// answers every request it gets with "net/http", the method, the path and
-// the body, and counts them: what reaches it was handed on.
-func frontOf(t *testing.T, e *env, timeout time.Duration) (addr string, handedOn *atomic.Int64) {
+// startFront serves e's hub through a Front on a loopback port, closed
+// when the test ends; served gets what Serve returned.
+func startFront(t *testing.T, e *env, timeout time.Duration) (f *Front, served <-chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := NewFront(e.hub, ln, "/ws", timeout)
+	f = NewFront(e.hub, ln, "/ws", timeout)
+	ch := make(chan error, 1)
+	go func() { ch <- f.Serve() }() // ends when f is closed
+	t.Cleanup(func() { f.Close() })
+	return f, ch
+}
+
+// frontOf serves e's hub through a Front of its own, whose http.Server
+// answers every request it gets with "net/http", the method, the path and
+// the body, and counts them: what reaches it was handed on.
+func frontOf(t *testing.T, e *env, timeout time.Duration) (addr string, handedOn *atomic.Int64) {
+	t.Helper()
+	f, served := startFront(t, e, timeout)
 	handedOn = new(atomic.Int64)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		handedOn.Add(1)
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "net/http %s %s %s", r.Method, r.URL.Path, body)
 	})}
-	done := make(chan error, 2)
-	go func() { done <- f.Serve() }()               // ends when srv.Close closes the front
+	done := make(chan error, 1)
 	go func() { done <- srv.Serve(f.Listener()) }() // ends with srv.Close
 	t.Cleanup(func() {
-		srv.Close()
-		for range 2 {
-			if err := <-done; !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+		srv.Close() // closes the front too
+		for _, err := range []error{<-served, <-done} {
+			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
 				t.Errorf("serve: %v", err)
 			}
 		}
 	})
-	return ln.Addr().String(), handedOn
+	return f.ln.Addr().String(), handedOn
 }
 
 // handshakeHead is a WebSocket handshake for /ws with tok, and extra
@@ -258,19 +268,13 @@ func TestFrontClosesAClientThatDoesNotFinishItsHead(t *testing.T) {
 // listening socket is closed.
 func TestFrontClose(t *testing.T) {
 	e := newEnv(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := NewFront(e.hub, ln, "/ws", time.Second)
-	served := make(chan error, 1)
-	go func() { served <- f.Serve() }() // ends with f.Close
+	f, served := startFront(t, e, time.Second)
 	accepted := make(chan error, 1)
 	go func() { _, err := f.Listener().Accept(); accepted <- err }() // ends with f.Close
 	if err := f.Listener().Close(); err != nil {
 		t.Fatal(err)
 	}
-	for name, ch := range map[string]chan error{"Serve": served, "Accept": accepted} {
+	for name, ch := range map[string]<-chan error{"Serve": served, "Accept": accepted} {
 		select {
 		case err := <-ch:
 			if !errors.Is(err, net.ErrClosed) {
@@ -280,7 +284,7 @@ func TestFrontClose(t *testing.T) {
 			t.Fatalf("%s still running after Close", name)
 		}
 	}
-	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if c, err := net.DialTimeout("tcp", f.ln.Addr().String(), time.Second); err == nil {
 		c.Close()
 		t.Error("the listening socket still accepts after Close")
 	}
@@ -418,15 +422,10 @@ func TestFrontShutdownWaitsForHandshakes(t *testing.T) {
 	bc := blockingConnect{entered: make(chan struct{}), release: make(chan struct{})}
 	e := newEnv(t, func(c *Config) { bc.Backend = c.Backend; c.Backend = bc })
 	e.workspace("acme", queues.SettingsPatch{})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := NewFront(e.hub, ln, "/ws", 10*time.Second)
-	served := make(chan error, 1)
-	go func() { served <- f.Serve() }() // ends with f.Shutdown
-	s := rawDial(t, ln.Addr().String(), 10*time.Second)
-	io.WriteString(s, handshakeHead(ln.Addr().String(), token(t, "acme", "al", queues.RoleAgent, time.Hour)))
+	f, served := startFront(t, e, 10*time.Second)
+	addr := f.ln.Addr().String()
+	s := rawDial(t, addr, 10*time.Second)
+	io.WriteString(s, handshakeHead(addr, token(t, "acme", "al", queues.RoleAgent, time.Hour)))
 	select {
 	case <-bc.entered:
 	case <-time.After(5 * time.Second):
@@ -455,14 +454,8 @@ func TestFrontShutdownWaitsForHandshakes(t *testing.T) {
 // the head timeout passes.
 func TestFrontCloseEndsHeadReads(t *testing.T) {
 	e := newEnv(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := NewFront(e.hub, ln, "/ws", 10*time.Second)
-	served := make(chan error, 1)
-	go func() { served <- f.Serve() }() // ends with f.Shutdown
-	s := rawDial(t, ln.Addr().String(), 10*time.Second)
+	f, served := startFront(t, e, 10*time.Second)
+	s := rawDial(t, f.ln.Addr().String(), 10*time.Second)
 	io.WriteString(s, "GET /ws HTTP/1.1\r\n")
 	time.Sleep(100 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -512,18 +505,13 @@ func TestFront426SaysUpgrade(t *testing.T) {
 func TestFrontHeadTimeoutIsNotRestarted(t *testing.T) {
 	e := newEnv(t)
 	const timeout = 500 * time.Millisecond
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := NewFront(e.hub, ln, "/ws", timeout)
+	f, served := startFront(t, e, timeout)
 	srv := &http.Server{Handler: e.hub, ReadHeaderTimeout: timeout}
-	done := make(chan error, 2)
-	go func() { done <- f.Serve() }()               // ends with srv.Close
+	done := make(chan error, 1)
 	go func() { done <- srv.Serve(f.Listener()) }() // ends with srv.Close
-	t.Cleanup(func() { srv.Close(); <-done; <-done })
+	t.Cleanup(func() { srv.Close(); <-served; <-done })
 
-	s := rawDial(t, ln.Addr().String(), 10*time.Second)
+	s := rawDial(t, f.ln.Addr().String(), 10*time.Second)
 	start := time.Now()
 	head := "GET /ws HTTP/1.1\r\nX-Slow: " + strings.Repeat("a", frontHeadMax)
 	io.WriteString(s, head[:frontHeadMax-10])
@@ -560,18 +548,7 @@ func TestFrontWithoutHeaderTimeout(t *testing.T) {
 	if got := firstLine(t, addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 2*time.Second); got != "HTTP/1.1 200 OK" {
 		t.Errorf("GET: got %q, want net/http's 200", got)
 	}
-	s := rawDial(t, addr, 5*time.Second)
-	io.WriteString(s, "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
-	time.Sleep(300 * time.Millisecond)
-	io.WriteString(s, "hello")
-	resp, err := http.ReadResponse(bufio.NewReader(s), nil)
-	if err != nil {
-		t.Fatalf("no answer: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	if got := string(body); got != "net/http POST /api/x hello" {
-		t.Errorf("got %q, want the whole body read", got)
-	}
+	postLate(t, addr, 300*time.Millisecond)
 }
 
 // TestHandedOnBodyIsNotHeldToTheHeadDeadline: the head's deadline is for
@@ -579,9 +556,16 @@ func TestFrontWithoutHeaderTimeout(t *testing.T) {
 func TestHandedOnBodyIsNotHeldToTheHeadDeadline(t *testing.T) {
 	e := newEnv(t)
 	addr, _ := frontOf(t, e, 300*time.Millisecond)
-	s := rawDial(t, addr, 5*time.Second)
+	postLate(t, addr, 700*time.Millisecond) // past the head's deadline
+}
+
+// postLate sends a POST whose 5-byte body follows its head after wait, and
+// checks that net/http read the whole body.
+func postLate(t *testing.T, addr string, wait time.Duration) {
+	t.Helper()
+	s := rawDial(t, addr, wait+5*time.Second)
 	io.WriteString(s, "POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
-	time.Sleep(700 * time.Millisecond) // past the head's deadline
+	time.Sleep(wait)
 	io.WriteString(s, "hello")
 	resp, err := http.ReadResponse(bufio.NewReader(s), nil)
 	if err != nil {
