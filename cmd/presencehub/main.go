@@ -1,5 +1,6 @@
 // Command presencehub is the presence hub: `presencehub serve` runs it,
-// `presencehub token` mints a token to try it with.
+// `presencehub token` mints a token to try it with, and `presencehub
+// disk-check` measures whether a disk flushes fast enough for it.
 package main
 
 import (
@@ -18,6 +19,9 @@ const usage = `presencehub: real-time presence and conversation ownership for he
 Usage:
   presencehub serve [flags]   run the hub (see "presencehub serve -h")
   presencehub token [flags]   mint a signed token (see "presencehub token -h")
+  presencehub disk-check [flags]
+                              time the disk's flushes, as every durable commit
+                              waits for one (see "presencehub disk-check -h")
 `
 
 func main() {
@@ -48,6 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, cfg, stdout, stderr)
 	case "token":
 		return token(args[1:], os.LookupEnv, stdout, stderr)
+	case "disk-check":
+		return diskCheck(ctx, args[1:], os.LookupEnv, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
