@@ -123,6 +123,9 @@ func runDurable(ctx context.Context, e *env) (*report, error) {
 		rep.Results.add("server_cores", round2((srv1.CPU-srv0.CPU)/elapsed))
 	}
 	rep.Results.add("client_cpu_s", round2(cpu1-cpu0))
+	if st := commitStalls(srv0.metrics, srv1.metrics); st != nil {
+		rep.Results.add("hub_commits", st)
+	}
 	if len(errs) > 0 {
 		rep.problem("error replies: %v", errs)
 	}

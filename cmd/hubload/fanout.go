@@ -279,6 +279,9 @@ func runFanout(ctx context.Context, e *env) (*report, error) {
 	rep.Results.add("server_rss_mib", mib(srv1.RSS))
 	rep.Results.add("hub_messages_sent", int64(hub1["presencehub_messages_sent_total"]-hub0["presencehub_messages_sent_total"]))
 	rep.Results.add("hub_slow_consumers", int64(hub1["presencehub_slow_consumer_disconnects_total"]-hub0["presencehub_slow_consumer_disconnects_total"]))
+	if st := commitStalls(hub0, hub1); st != nil {
+		rep.Results.add("hub_commits", st)
+	}
 	rep.Results.add("dropped_by_hub", drops)
 
 	if lost := expected - delivered; lost > 0 {

@@ -29,6 +29,7 @@ type serverSample struct {
 	Stacks     int64   `json:"stack_inuse_bytes"`
 	Conns      int64   `json:"connections"` // presencehub_connections
 	at         time.Time
+	metrics    map[string]float64 // the scrape of /metrics it was read from; nil if none
 }
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat. It
@@ -44,6 +45,7 @@ type serverProbe struct {
 func (p *serverProbe) sample(ctx context.Context) serverSample {
 	s := serverSample{RSS: -1, Goroutines: -1, CPU: -1, Heap: -1, Stacks: -1, Conns: -1, at: time.Now()}
 	m := p.scrape(ctx)
+	s.metrics = m
 	if v, ok := m["go_goroutines"]; ok {
 		s.Goroutines = int64(v)
 	}
@@ -96,7 +98,9 @@ func (p *serverProbe) scrape(ctx context.Context) map[string]float64 {
 
 // parseMetrics reads Prometheus text format, keeping samples without labels
 // and summing labelled ones under their bare name (so
-// presencehub_ws_rejected_total counts every reason).
+// presencehub_ws_rejected_total counts every reason). A labelled sample is
+// also kept under its whole series name, labels as written
+// (presencehub_store_commit_duration_seconds_bucket{le="0.05"}).
 func parseMetrics(r io.Reader) map[string]float64 {
 	out := make(map[string]float64)
 	sc := bufio.NewScanner(r)
@@ -116,13 +120,54 @@ func parseMetrics(r io.Reader) map[string]float64 {
 			if j < 0 {
 				continue
 			}
+			series := line[:j+1]
 			name, rest = name[:i], strings.TrimSpace(line[j+1:])
+			if f := strings.Fields(rest); len(f) > 0 {
+				if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+					out[series] = v
+				}
+			}
 		}
 		if f := strings.Fields(rest); len(f) > 0 {
 			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
 				out[name] += v
 			}
 		}
+	}
+	return out
+}
+
+// commitHist is the hub's histogram of store commit times: every durable
+// change waits for its batch's commit, flush to disk included.
+const commitHist = "presencehub_store_commit_duration_seconds"
+
+// commitStallBounds are the bucket bounds of commitHist that commitStalls
+// counts commits over, with their names in the report.
+var commitStallBounds = []struct {
+	le   string
+	name string
+}{{"0.01", "over_10ms"}, {"0.025", "over_25ms"}, {"0.05", "over_50ms"}, {"0.1", "over_100ms"}}
+
+// commitStalls reads, between two scrapes of the hub's /metrics, how many
+// store commits there were and how many took longer than 10, 25, 50 and
+// 100 ms: the commits a latency tail can be laid at, as every change made
+// during a slow commit waits for it (and for the next). nil when either
+// scrape lacks the histogram.
+func commitStalls(m0, m1 map[string]float64) map[string]int {
+	count0, ok0 := m0[commitHist+"_count"]
+	count1, ok1 := m1[commitHist+"_count"]
+	if !ok0 || !ok1 {
+		return nil
+	}
+	out := map[string]int{"commits": int(count1 - count0)}
+	for _, b := range commitStallBounds {
+		k := commitHist + `_bucket{le="` + b.le + `"}`
+		in0, ok0 := m0[k]
+		in1, ok1 := m1[k]
+		if !ok0 || !ok1 {
+			return nil
+		}
+		out[b.name] = int((count1 - count0) - (in1 - in0))
 	}
 	return out
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"maps"
 	"strings"
 	"testing"
 )
@@ -31,13 +33,47 @@ presencehub_broadcast_duration_seconds_bucket{le="0.001"} 7 1700000000000
 `
 	m := parseMetrics(strings.NewReader(text))
 	for k, want := range map[string]float64{
-		"go_goroutines":                                 1234,
-		"process_resident_memory_bytes":                 52428800,
-		"presencehub_ws_rejected_total":                 5,
-		"presencehub_broadcast_duration_seconds_bucket": 7,
+		"go_goroutines":                                             1234,
+		"process_resident_memory_bytes":                             52428800,
+		"presencehub_ws_rejected_total":                             5,
+		"presencehub_broadcast_duration_seconds_bucket":             7,
+		`presencehub_ws_rejected_total{reason="no token"}`:          2,
+		`presencehub_ws_rejected_total{reason="origin"}`:            3,
+		`presencehub_broadcast_duration_seconds_bucket{le="0.001"}`: 7,
 	} {
 		if m[k] != want {
 			t.Errorf("%s: got %v, want %v", k, m[k], want)
 		}
+	}
+}
+
+// commitStalls reads the commits between two scrapes, and those over each
+// bound, from the cumulative buckets of the hub's histogram.
+func TestCommitStalls(t *testing.T) {
+	scrape := func(le01, le025, le05, le1, count float64) map[string]float64 {
+		return parseMetrics(strings.NewReader(fmt.Sprintf(`presencehub_store_commit_duration_seconds_bucket{le="0.005"} 1
+presencehub_store_commit_duration_seconds_bucket{le="0.01"} %v
+presencehub_store_commit_duration_seconds_bucket{le="0.025"} %v
+presencehub_store_commit_duration_seconds_bucket{le="0.05"} %v
+presencehub_store_commit_duration_seconds_bucket{le="0.1"} %v
+presencehub_store_commit_duration_seconds_bucket{le="+Inf"} %v
+presencehub_store_commit_duration_seconds_sum 1.5
+presencehub_store_commit_duration_seconds_count %v
+`, le01, le025, le05, le1, count, count)))
+	}
+	before := scrape(90, 95, 98, 99, 100)
+	// 1,000 commits more: 20 over 10 ms, of which 7 over 25 ms, 3 over 50
+	// ms and 1 over 100 ms.
+	after := scrape(1070, 1088, 1095, 1098, 1100)
+	got := commitStalls(before, after)
+	want := map[string]int{"commits": 1000, "over_10ms": 20, "over_25ms": 7, "over_50ms": 3, "over_100ms": 1}
+	if !maps.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if got := commitStalls(before, map[string]float64{"go_goroutines": 3}); got != nil {
+		t.Errorf("without the histogram: got %v, want nil", got)
+	}
+	if got := commitStalls(nil, after); got != nil {
+		t.Errorf("without a first scrape: got %v, want nil", got)
 	}
 }
