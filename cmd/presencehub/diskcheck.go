@@ -6,19 +6,21 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"os"
 	"slices"
 	"time"
 )
 
 // diskCheck measures how long the disk under the data directory takes to
-// make a small write durable, the way the store does for every commit of a
-// durable hub: write a few KiB, then flush them to the disk. Every durable
-// change waits for one such flush (its batch's), so these figures are the
-// floor of a change's latency, and a flush that stalls stalls every change
-// made meanwhile. It is the hub's counterpart of PostgreSQL's
-// pg_test_fsync: run it on the disk the hub will use, before choosing
-// -durable, or when presencehub_store_commit_duration_seconds is slow.
+// make a small write durable, the way the store's write-ahead log does for
+// every commit of a durable hub: a file of fixed size, set up front and
+// written in turn, flushed after each write. Every durable change waits for
+// one such flush (its batch's), so these figures are the floor of a
+// change's latency, and a flush that stalls stalls every change made
+// meanwhile. It is the hub's counterpart of PostgreSQL's pg_test_fsync: run
+// it on the disk the hub will use, before choosing -durable, or when
+// presencehub_store_commit_duration_seconds is slow.
 func diskCheck(ctx context.Context, args []string, env lookupEnv, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("disk-check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -37,19 +39,25 @@ func diskCheck(ctx context.Context, args []string, env lookupEnv, stdout, stderr
 	seen := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { seen[f.Name] = true })
 	if !seen["data"] {
-		if v, ok := env("PRESENCEHUB_DATA"); ok && v != "" {
+		// As for serve: the environment, when set, even to "".
+		if v, ok := env("PRESENCEHUB_DATA"); ok {
 			*dir = v
 		}
 	}
 	switch {
+	case *dir == "":
+		return errors.New("disk-check: -data (or PRESENCEHUB_DATA) is empty")
 	case *rate < 1 || *rate > 10000:
 		return fmt.Errorf("disk-check: -rate must be 1 to 10000, got %d", *rate)
-	case *duration <= 0 || *duration > 10*time.Minute:
-		return fmt.Errorf("disk-check: -duration must be more than 0 and at most 10m, got %v", *duration)
+	case *duration > 10*time.Minute || *duration < time.Second/time.Duration(*rate):
+		return fmt.Errorf("disk-check: -duration must be at least one flush at -rate (%v) and at most 10m, got %v",
+			time.Second/time.Duration(*rate), *duration)
 	case *size < 512 || *size > 1<<20:
 		return fmt.Errorf("disk-check: -size must be 512 to 1048576, got %d", *size)
 	}
-	if st, err := os.Stat(*dir); err != nil {
+	if st, err := os.Stat(*dir); errors.Is(err, iofs.ErrNotExist) {
+		return fmt.Errorf("disk-check: %s does not exist: create it on the disk the hub will use", *dir)
+	} else if err != nil {
 		return fmt.Errorf("disk-check: %w", err)
 	} else if !st.IsDir() {
 		return fmt.Errorf("disk-check: %s is not a directory", *dir)
@@ -61,8 +69,15 @@ func diskCheck(ctx context.Context, args []string, env lookupEnv, stdout, stderr
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
+	// Set up front, as Badger sets its log's size when it opens one: the
+	// flushes then carry the blocks a first write allocates, as the log's
+	// do, but not a new file size each time, and the check takes no more
+	// room than this, however long it runs.
+	if err := f.Truncate(ringBytes); err != nil {
+		return fmt.Errorf("disk-check: %w", err)
+	}
 
-	lat, elapsed, err := measureFlushes(ctx, f, *rate, *duration, *size)
+	lat, elapsed, err := measureFlushes(ctx, f, ringBytes, *rate, *duration, *size)
 	if err != nil {
 		return fmt.Errorf("disk-check: %w", err)
 	}
@@ -73,11 +88,16 @@ func diskCheck(ctx context.Context, args []string, env lookupEnv, stdout, stderr
 	return nil
 }
 
-// measureFlushes writes size bytes to f and flushes them, rate times a
-// second for d or until ctx ends, and returns each write-and-flush time. A
-// flush that overruns its slot delays the next ones, which then go at once,
-// as commits queued behind a slow flush do.
-func measureFlushes(ctx context.Context, f *os.File, rate int, d time.Duration, size int) ([]time.Duration, time.Duration, error) {
+// ringBytes is the size of the file the check writes in turn: that of the
+// store's write-ahead log (twice its 16 MiB memtable).
+const ringBytes = 32 << 20
+
+// measureFlushes writes size bytes to f, in turn through its first ring
+// bytes, and flushes them, rate times a second for d or until ctx ends,
+// and returns each write-and-flush time. A flush that overruns its slot
+// delays the next ones, which then go at once, as commits queued behind a
+// slow flush do.
+func measureFlushes(ctx context.Context, f *os.File, ring int64, rate int, d time.Duration, size int) ([]time.Duration, time.Duration, error) {
 	buf := make([]byte, size)
 	for i := range buf {
 		buf[i] = byte(i*7 + 1) // not zeros: no file system may skip them
@@ -87,6 +107,7 @@ func measureFlushes(ctx context.Context, f *os.File, rate int, d time.Duration, 
 	lat := make([]time.Duration, 0, n)
 	tick := time.NewTimer(0)
 	defer tick.Stop()
+	var off int64
 	start := time.Now()
 	for i := range n {
 		if wait := time.Until(start.Add(time.Duration(i) * interval)); wait > 0 {
@@ -100,10 +121,13 @@ func measureFlushes(ctx context.Context, f *os.File, rate int, d time.Duration, 
 			return lat, time.Since(start), nil
 		}
 		t := time.Now()
-		if _, err := f.Write(buf); err != nil {
+		if _, err := f.WriteAt(buf, off); err != nil {
 			return lat, time.Since(start), err
 		}
-		if err := f.Sync(); err != nil {
+		if off += int64(size); off+int64(size) > ring {
+			off = 0
+		}
+		if err := flushData(f); err != nil {
 			return lat, time.Since(start), err
 		}
 		lat = append(lat, time.Since(t))
