@@ -466,6 +466,13 @@ func TestHandler(t *testing.T) {
 		`presencehub_agents{status="online"} 0`,
 		`presencehub_ownership_changes_total{reason="logout"} 0`,
 		"presencehub_ownership_removal_delay_seconds_bucket",
+		// The bounds the load tool counts slow commits over (hub_commits,
+		// cmd/hubload): it reads them by these exact series names.
+		`presencehub_store_commit_duration_seconds_bucket{le="0.01"} 0`,
+		`presencehub_store_commit_duration_seconds_bucket{le="0.025"} 0`,
+		`presencehub_store_commit_duration_seconds_bucket{le="0.05"} 0`,
+		`presencehub_store_commit_duration_seconds_bucket{le="0.1"} 0`,
+		"presencehub_store_commit_duration_seconds_count 0",
 		"go_goroutines",
 		"process_start_time_seconds",
 	} {

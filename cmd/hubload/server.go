@@ -153,13 +153,13 @@ var commitStallBounds = []struct {
 // 100 ms: the commits a latency tail can be laid at, as every change made
 // during a slow commit waits for it (and for the next). nil when either
 // scrape lacks the histogram.
-func commitStalls(m0, m1 map[string]float64) map[string]int {
+func commitStalls(m0, m1 map[string]float64) fields {
 	count0, ok0 := m0[commitHist+"_count"]
 	count1, ok1 := m1[commitHist+"_count"]
 	if !ok0 || !ok1 {
 		return nil
 	}
-	out := map[string]int{"commits": int(count1 - count0)}
+	out := fields{{"commits", int64(count1 - count0)}}
 	for _, b := range commitStallBounds {
 		k := commitHist + `_bucket{le="` + b.le + `"}`
 		in0, ok0 := m0[k]
@@ -167,7 +167,7 @@ func commitStalls(m0, m1 map[string]float64) map[string]int {
 		if !ok0 || !ok1 {
 			return nil
 		}
-		out[b.name] = int((count1 - count0) - (in1 - in0))
+		out.add(b.name, int64((count1-count0)-(in1-in0)))
 	}
 	return out
 }

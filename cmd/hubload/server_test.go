@@ -1,8 +1,9 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
-	"maps"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -66,9 +67,17 @@ presencehub_store_commit_duration_seconds_count %v
 	// ms and 1 over 100 ms.
 	after := scrape(1070, 1088, 1095, 1098, 1100)
 	got := commitStalls(before, after)
-	want := map[string]int{"commits": 1000, "over_10ms": 20, "over_25ms": 7, "over_50ms": 3, "over_100ms": 1}
-	if !maps.Equal(got, want) {
+	want := fields{{"commits", int64(1000)}, {"over_10ms", int64(20)}, {"over_25ms", int64(7)}, {"over_50ms", int64(3)}, {"over_100ms", int64(1)}}
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got %v, want %v", got, want)
+	}
+	// In order, in the JSON line as in the table.
+	b, err := json.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(b); s != `{"commits":1000,"over_10ms":20,"over_25ms":7,"over_50ms":3,"over_100ms":1}` {
+		t.Errorf("JSON %s", s)
 	}
 	if got := commitStalls(before, map[string]float64{"go_goroutines": 3}); got != nil {
 		t.Errorf("without the histogram: got %v, want nil", got)
