@@ -8,6 +8,11 @@ BIN=${BIN:-bin}
 ADDR=${BENCH_ADDR:-127.0.0.1:18181}
 SECRET=bench-secret-0123456789abcdef
 DATA=$(mktemp -d)
+trap 'rm -rf "$DATA"' EXIT
+# The disk first, alone: every durable change waits for one of its flushes,
+# so its stalls are part of the durable and groups figures below.
+echo "== presencehub disk-check"
+"$BIN/presencehub" disk-check -data "$DATA" -duration 5s
 "$BIN/presencehub" serve -addr "$ADDR" -data "$DATA" -secret "$SECRET" -log-level error &
 PID=$!
 trap 'kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null; rm -rf "$DATA"' EXIT
