@@ -163,7 +163,7 @@ func runChurn(ctx context.Context, e *env) (*report, error) {
 		}
 	}
 	// A moment more, so a spurious late transition is seen too.
-	time.Sleep(500 * time.Millisecond)
+	sleep(ctx, 500*time.Millisecond)
 	oc.CloseNow()
 	<-obsDone
 
@@ -368,8 +368,8 @@ func (t *tab) run(ctx, phase context.Context, e *env, ws string, grace time.Dura
 func (t *tab) connect(ctx context.Context, e *env, ws string) (*websocket.Conn, error) {
 	var err error
 	for try := range 3 {
-		if try > 0 {
-			time.Sleep(200 * time.Millisecond)
+		if try > 0 && !sleep(ctx, 200*time.Millisecond) {
+			return nil, ctx.Err()
 		}
 		var c *websocket.Conn
 		if c, _, err = e.dialAgent(ctx, ws, t.id, "agent"); err == nil {

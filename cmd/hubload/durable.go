@@ -162,8 +162,8 @@ func durableClient(ctx context.Context, c *websocket.Conn, i int, version uint64
 	next := time.Now()
 	for id := int64(10); time.Now().Before(end) && ctx.Err() == nil; id++ {
 		if interval > 0 {
-			if wait := time.Until(next); wait > 0 {
-				time.Sleep(wait)
+			if !sleep(ctx, time.Until(next)) {
+				break
 			}
 			next = next.Add(interval)
 			if now := time.Now(); next.Before(now.Add(-interval)) {
@@ -187,7 +187,7 @@ func durableClient(ctx context.Context, c *websocket.Conn, i int, version uint64
 		case errors.As(err, &re):
 			fail(re.Code)
 			if re.Code == "rate_limited" {
-				time.Sleep(100 * time.Millisecond)
+				sleep(ctx, 100*time.Millisecond)
 				continue
 			}
 			// Reload the version and go on.

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -38,5 +40,23 @@ func TestNormalizeBoolArgs(t *testing.T) {
 	want := "-burst=1 -n 5 --burst=false -burst -x"
 	if strings.Join(got, " ") != want {
 		t.Errorf("got %q, want %q", strings.Join(got, " "), want)
+	}
+}
+
+func TestSleepEndsWithItsContext(t *testing.T) {
+	if !sleep(context.Background(), time.Millisecond) {
+		t.Error("a full sleep reported false")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	start := time.Now()
+	if sleep(ctx, time.Hour) {
+		t.Error("a sleep cut short reported true")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("took %v after its context ended", d)
+	}
+	if sleep(ctx, 0) {
+		t.Error("no sleep on an ended context reported true")
 	}
 }
