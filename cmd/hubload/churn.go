@@ -99,10 +99,8 @@ func runChurn(ctx context.Context, e *env) (*report, error) {
 		if settled = obs.all(agents, "online"); settled {
 			break
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, 50*time.Millisecond) {
 			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	loginSettle := e.since() - loginStart
@@ -156,10 +154,8 @@ func runChurn(ctx context.Context, e *env) (*report, error) {
 	// Every tab is closed now: each agent must go offline once more.
 	waitUntil := time.Now().Add(grace + 60*time.Second)
 	for time.Now().Before(waitUntil) && !obs.all(agents, "offline") {
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, 100*time.Millisecond) {
 			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	// A moment more, so a spurious late transition is seen too.
@@ -351,11 +347,9 @@ func (t *tab) run(ctx, phase context.Context, e *env, ws string, grace time.Dura
 			gap = grace + time.Second + time.Duration(rng.Int64N(int64(time.Second)))
 		}
 		t.cycles = append(t.cycles, cy)
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, gap) {
 			t.cycles[len(t.cycles)-1].final = true
 			return
-		case <-time.After(gap):
 		}
 	}
 	if len(t.cycles) > 0 {

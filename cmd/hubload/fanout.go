@@ -230,10 +230,8 @@ func runFanout(ctx context.Context, e *env) (*report, error) {
 	drainUntil := time.Now().Add(60 * time.Second)
 	last, lastChange := s.delivered.Load(), time.Now()
 	for s.delivered.Load() < d.expected.Load() && time.Now().Before(drainUntil) && time.Since(lastChange) < 3*time.Second {
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, 50*time.Millisecond) {
 			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
 		}
 		if n := s.delivered.Load(); n != last {
 			last, lastChange = n, time.Now()
@@ -477,11 +475,9 @@ func (d *driver) sustained(ctx context.Context, W, M int) error {
 	for i := int64(0); i < total; {
 		due := start.Add(time.Duration(i) * interval)
 		if wait := time.Until(due); wait > 0 {
-			select {
-			case <-ctx.Done():
+			if !sleep(ctx, wait) {
 				i = total
 				continue
-			case <-time.After(wait):
 			}
 		}
 		if time.Now().After(stopAt) {
@@ -524,10 +520,8 @@ func (d *driver) bursts(ctx context.Context) error {
 		if k%10 == 9 {
 			d.e.logf("burst %d of %d", k+1, cfg.bursts)
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, time.Until(t.Add(cfg.spacing))) {
 			return ctx.Err()
-		case <-time.After(time.Until(t.Add(cfg.spacing))):
 		}
 	}
 	return nil

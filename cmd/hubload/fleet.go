@@ -87,10 +87,8 @@ func (e *env) connectFleet(ctx context.Context, n int, who func(i int) (ws int, 
 				for try := range 3 {
 					if try > 0 {
 						f.retries.Add(1)
-						select {
-						case <-gctx.Done():
+						if !sleep(gctx, time.Duration(try)*500*time.Millisecond) {
 							return gctx.Err()
-						case <-time.After(time.Duration(try) * 500 * time.Millisecond):
 						}
 					}
 					if err = f.open(gctx, e, i, sub, parse, h); err == nil {
@@ -194,10 +192,8 @@ func quiet(ctx context.Context, received func() int64, idle, limit time.Duration
 	deadline := time.Now().Add(limit)
 	last, lastChange := received(), time.Now()
 	for time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, 100*time.Millisecond) {
 			return false
-		case <-time.After(100 * time.Millisecond):
 		}
 		if n := received(); n != last {
 			last, lastChange = n, time.Now()

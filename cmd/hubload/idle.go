@@ -58,10 +58,8 @@ func runIdle(ctx context.Context, e *env) (*report, error) {
 	recvConnect := received.Load()
 
 	// Hold: idle connections should cost the hub nothing but pings.
-	select {
-	case <-ctx.Done():
+	if !sleep(ctx, cfg.duration) {
 		return nil, ctx.Err()
-	case <-time.After(cfg.duration):
 	}
 	held := e.probe.sample(ctx)
 	recvHold := received.Load() - recvConnect
@@ -128,10 +126,8 @@ func reconnectAll(ctx context.Context, e *env, f *fleet, who func(int) (int, str
 			gone = true
 			break
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, 100*time.Millisecond) {
 			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	if !gone {

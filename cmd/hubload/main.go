@@ -369,8 +369,8 @@ func (e *env) wsID(i int) string { return e.cfg.wsPrefix + strconv.Itoa(i) }
 func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 // sleep waits d, or until ctx ends; it reports whether the whole d passed.
-// Every wait of the tool goes through it or a select on ctx, so Ctrl-C and
-// -timeout end a run at once.
+// Every pause of the tool goes through it, so Ctrl-C and -timeout end a run
+// at once.
 func sleep(ctx context.Context, d time.Duration) bool {
 	if d <= 0 {
 		return ctx.Err() == nil
