@@ -114,24 +114,27 @@ func parseMetrics(r io.Reader) map[string]float64 {
 		if !ok {
 			continue
 		}
+		series := ""
 		if i := strings.IndexByte(name, '{'); i >= 0 {
 			// The value follows the closing brace; label values may hold spaces.
 			j := strings.LastIndexByte(line, '}')
 			if j < 0 {
 				continue
 			}
-			series := line[:j+1]
-			name, rest = name[:i], strings.TrimSpace(line[j+1:])
-			if f := strings.Fields(rest); len(f) > 0 {
-				if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-					out[series] = v
-				}
-			}
+			series = line[:j+1]
+			name, rest = name[:i], line[j+1:]
 		}
-		if f := strings.Fields(rest); len(f) > 0 {
-			if v, err := strconv.ParseFloat(f[0], 64); err == nil {
-				out[name] += v
-			}
+		f := strings.Fields(rest)
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		out[name] += v
+		if series != "" {
+			out[series] = v
 		}
 	}
 	return out
