@@ -43,7 +43,16 @@ func (e *apiError) Error() string {
 }
 
 // do sends one request and decodes a 200 answer into out (when not nil).
-func (a *apiClient) do(ctx context.Context, method, path, token string, body, out any) error {
+//
+// A safe request is one that cannot take effect twice: an inbound with its
+// message_id, a change conditional on a version. The transport sends a safe
+// request again when a kept-alive connection it picked turns out to have
+// been closed under it, before any answer. That happens under load: the
+// transport keeps the spare connections it dialed while requests queued,
+// the hub closes a connection that sent no request within 10 s (as
+// net/http does, docs/http-api.md), and the transport can pick one just as
+// it closes.
+func (a *apiClient) do(ctx context.Context, method, path, token string, safe bool, body, out any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -57,6 +66,11 @@ func (a *apiClient) do(ctx context.Context, method, path, token string, body, ou
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
+	if safe {
+		// Marks the request as safe to send again without sending the
+		// header (net/http's Transport).
+		req.Header["Idempotency-Key"] = []string{}
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -91,7 +105,7 @@ func (a *apiClient) do(ctx context.Context, method, path, token string, body, ou
 // backend does with a service token.
 func (a *apiClient) inbound(ctx context.Context, token, conv, msgID string) (apiConvResult, error) {
 	var res apiConvResult
-	err := a.do(ctx, http.MethodPost, "/api/v1/conversations/"+url.PathEscape(conv)+"/inbound", token,
+	err := a.do(ctx, http.MethodPost, "/api/v1/conversations/"+url.PathEscape(conv)+"/inbound", token, true,
 		map[string]string{
 			"message_id": msgID,
 			"channel":    "email",
@@ -118,18 +132,18 @@ func (a *apiClient) assign(ctx context.Context, token, conv, agent string, versi
 			Version uint64 `json:"version"`
 		}{agent, version}
 	}
-	err := a.do(ctx, http.MethodPost, path, token, body, &res)
+	err := a.do(ctx, http.MethodPost, path, token, true, body, &res)
 	return res, err
 }
 
 // patchSettings changes workspace settings (an admin token).
 func (a *apiClient) patchSettings(ctx context.Context, token string, patch map[string]any) error {
-	return a.do(ctx, http.MethodPatch, "/api/v1/settings", token, patch, nil)
+	return a.do(ctx, http.MethodPatch, "/api/v1/settings", token, false, patch, nil)
 }
 
 // touch makes the token's agent exist in its workspace: an agent exists from
 // their first request (docs/http-api.md), and only an existing agent can be
 // assigned conversations.
 func (a *apiClient) touch(ctx context.Context, token string) error {
-	return a.do(ctx, http.MethodGet, "/api/v1/settings", token, nil, nil)
+	return a.do(ctx, http.MethodGet, "/api/v1/settings", token, false, nil, nil)
 }
