@@ -140,9 +140,15 @@ func (f *fleet) open(ctx context.Context, e *env, i int, sub, parse bool, h hand
 		err := readLoop(c, e.epoch, parse, func(msg *message, at time.Duration) { h(i, msg, at) },
 			func(error) { f.badFrames.Add(1) })
 		if !f.closing.Load() {
+			name := closeName(err)
 			f.mu.Lock()
-			f.dropped[closeName(err)]++
+			f.dropped[name]++
+			first := f.dropped[name] <= maxLoggedErrors
 			f.mu.Unlock()
+			if first {
+				// The count says how; the error says why.
+				e.logf("%s/%s: connection ended before the run did: %v", e.wsID(m.ws), m.sub, err)
+			}
 		}
 	}()
 	return nil

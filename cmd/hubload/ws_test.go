@@ -280,3 +280,61 @@ func TestConnectFleetCancelledIsAnError(t *testing.T) {
 		t.Fatal("a cancelled connect returned a fleet")
 	}
 }
+
+// lockedBuffer is an io.Writer safe for the fleet's reader goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A connection the hub ends while the fleet is up is counted by how it
+// ended, and logged with its error: a run's report must say why.
+func TestConnectFleetCountsAndLogsConnectionsTheHubEnds(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"presencehub.v1"}})
+		if err != nil {
+			return
+		}
+		c.Write(r.Context(), websocket.MessageText, []byte(`{"type":"hello","v":1,"seq":1,"agents":[],"missed":[]}`))
+		c.CloseNow() // no close frame: the TCP connection just ends
+	}))
+	defer srv.Close()
+	e := testEnv(t, srv.URL)
+	var log lockedBuffer
+	e.log = &log
+	f, err := e.connectFleet(context.Background(), 2, func(i int) (int, string) { return 0, "a" + strconv.Itoa(i) },
+		false, false, func(int, *message, time.Duration) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if got, _ := f.droppedCount(); got["eof_or_error"] == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			got, _ := f.droppedCount()
+			t.Fatalf("dropped %v, want eof_or_error: 2", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.close()
+	out := log.String()
+	for _, who := range []string{"/a0: connection ended before the run did: ", "/a1: connection ended before the run did: "} {
+		if !strings.Contains(out, who) {
+			t.Errorf("the log has no line with %q:\n%s", who, out)
+		}
+	}
+}
