@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -281,24 +283,6 @@ func TestConnectFleetCancelledIsAnError(t *testing.T) {
 	}
 }
 
-// lockedBuffer is an io.Writer safe for the fleet's reader goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // A connection the hub ends while the fleet is up is counted by how it
 // ended, and logged with its error: a run's report must say why.
 func TestConnectFleetCountsAndLogsConnectionsTheHubEnds(t *testing.T) {
@@ -312,8 +296,13 @@ func TestConnectFleetCountsAndLogsConnectionsTheHubEnds(t *testing.T) {
 	}))
 	defer srv.Close()
 	e := testEnv(t, srv.URL)
-	var log lockedBuffer
-	e.log = &log
+	// A file takes writes from the fleet's reader goroutines at once.
+	log, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	e.log = log
 	f, err := e.connectFleet(context.Background(), 2, func(i int) (int, string) { return 0, "a" + strconv.Itoa(i) },
 		false, false, func(int, *message, time.Duration) {})
 	if err != nil {
@@ -331,7 +320,11 @@ func TestConnectFleetCountsAndLogsConnectionsTheHubEnds(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	f.close()
-	out := log.String()
+	b, err := os.ReadFile(log.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := string(b)
 	for _, who := range []string{"/a0: connection ended before the run did: ", "/a1: connection ended before the run did: "} {
 		if !strings.Contains(out, who) {
 			t.Errorf("the log has no line with %q:\n%s", who, out)
