@@ -439,7 +439,8 @@ func (d *driver) change(ctx context.Context, c *convState, k int64) {
 	d.expected.Add(d.clientsPerWS[c.ws])
 }
 
-// maxLoggedErrors is how many failed changes of one kind a run logs.
+// maxLoggedErrors is how many failed changes, and connections ended early,
+// of one kind a run logs.
 const maxLoggedErrors = 5
 
 // sustained makes rate*duration changes, change i at start + i/rate, on
